@@ -1,0 +1,144 @@
+"""The decode + detect stage, in worker processes feeding a bounded queue of finished videos.
+
+``iterate_faces`` yields one :class:`VideoFaces` per video as soon as it is ready, deciding each
+video's frame count when it is submitted, and stops at the deadline: videos not finished by then
+are left out (the caller gives them the prior) and the workers are terminated, so a video that
+hangs the decoder cannot hold the run past its deadline.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from preprocessing.detect import FaceDetector
+from preprocessing.faces import find_faces
+from preprocessing.video import VideoReadError, read_frames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VideoFaces:
+    """A video's face crops, or why there are none (``error``)."""
+
+    filename: str
+    frames_requested: int
+    frames_read: int = 0
+    frame_ids: list[int] = field(default_factory=list)
+    track_ids: list[int] = field(default_factory=list)
+    crops: list[np.ndarray] = field(default_factory=list)
+    error: str = ""
+    seconds: float = 0.0
+
+
+def detect_video(filename: str, path: str | Path, frames: int, detector: FaceDetector, margin: float) -> VideoFaces:
+    """Read ``frames`` frames of one video and crop its faces; unreadable files become an ``error``."""
+    start = time.perf_counter()
+    result = VideoFaces(filename, frames)
+    try:
+        sampled = read_frames(path, frames)
+        faces = find_faces(sampled, detector, margin)
+        result.frames_read = len(sampled)
+        result.frame_ids = [f.frame for f in faces]
+        result.track_ids = [f.track for f in faces]
+        result.crops = [f.crop for f in faces]
+        if not faces:
+            result.error = f"no face found in {len(sampled)} frames"
+    except VideoReadError as err:
+        result.error = err.cause
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+_detector: FaceDetector | None = None
+
+
+def _init_worker(detector_kwargs: dict, threads: int) -> None:
+    global _detector
+    torch.set_num_threads(threads)
+    _detector = FaceDetector(**detector_kwargs)
+
+
+def _work(filename: str, path: str, frames: int, margin: float) -> VideoFaces:
+    return detect_video(filename, path, frames, _detector, margin)
+
+
+def iterate_faces(
+    videos: Sequence[tuple[str, Path]],
+    plan_frames: Callable[[int], int],
+    remaining: Callable[[], float],
+    detector_kwargs: dict,
+    margin: float,
+    workers: int = 1,
+    queue_size: int = 4,
+    video_timeout: float = 300.0,
+) -> Iterator[VideoFaces]:
+    """Decode and detect ``videos`` (``(filename, path)`` pairs), yielding results as they finish.
+
+    ``plan_frames(videos_left)`` gives the frame count for the next video (0: do not start it);
+    ``remaining()`` the seconds left before the deadline. A video still unfinished after
+    ``video_timeout`` seconds (a hung decoder, a crashed worker) becomes an error and the workers
+    are restarted. ``workers=0`` runs everything in this process (the deadline and the timeout are
+    then only checked between videos).
+    """
+    if workers == 0:
+        detector = FaceDetector(**detector_kwargs)
+        for i, (filename, path) in enumerate(videos):
+            frames = plan_frames(len(videos) - i)
+            if frames <= 0 or remaining() <= 0:
+                return
+            yield detect_video(filename, path, frames, detector, margin)
+        return
+
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, torch.get_num_threads() // workers)
+
+    def start_pool():
+        return context.Pool(workers, initializer=_init_worker, initargs=(detector_kwargs, threads))
+
+    pool = start_pool()
+    pending: dict[str, tuple] = {}  # filename -> (AsyncResult, path, frames, submitted at)
+    next_video = 0
+    try:
+        while True:
+            while len(pending) < queue_size and next_video < len(videos):
+                frames = plan_frames(len(videos) - next_video)
+                if frames <= 0:
+                    break
+                filename, path = videos[next_video]
+                job = pool.apply_async(_work, (filename, str(path), frames, margin))
+                pending[filename] = (job, path, frames, time.monotonic())
+                next_video += 1
+            if not pending:
+                return
+            if remaining() <= 0:
+                log.warning("deadline reached with %d video(s) in progress: they get the prior", len(pending))
+                return
+            finished = [name for name, (job, *_) in pending.items() if job.ready()]
+            for name in finished:
+                job, _, frames, _ = pending.pop(name)
+                try:
+                    yield job.get()
+                except Exception as err:  # an exception raised inside the worker
+                    yield VideoFaces(name, frames, error=f"detection failed: {type(err).__name__}: {err}")
+            stuck = [name for name, (_, _, _, t0) in pending.items() if time.monotonic() - t0 > video_timeout]
+            if stuck:
+                pool.terminate()
+                pool = start_pool()
+                for name in stuck:
+                    _, _, frames, _ = pending.pop(name)
+                    yield VideoFaces(name, frames, error=f"not finished after {video_timeout:.0f} s (decoder hung or worker died)")
+                for name, (_, path, frames, _) in list(pending.items()):
+                    pending[name] = (pool.apply_async(_work, (name, str(path), frames, margin)), path, frames, time.monotonic())
+            if not finished:
+                time.sleep(0.02)
+    finally:
+        pool.terminate()
+        pool.join()

@@ -1,0 +1,260 @@
+"""Score a folder of videos into a Kaggle DFDC submission, under a deadline.
+
+    python -m kernels.predict --videos DIR --out submission/submission.csv [--weights W.pt ...]
+                              [--frames 32] [--deadline SECONDS] [--strategy confident]
+
+Writes ``filename,label`` for every video (sorted, probabilities clipped to [eps, 1 - eps]) and a
+per-video detail file beside it. The submission is rewritten atomically as videos finish, so a
+complete, valid file exists from the first second; videos not reached by the deadline, unreadable
+or without faces get the prior. A killed run restarted with the same arguments resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from preprocessing.detect import KERNEL_THRESHOLDS
+from preprocessing.fileio import atomic_write
+from preprocessing.geometry import DEFAULT_MARGIN
+from preprocessing.logs import configure_logging
+from preprocessing.sample import resolve_videos
+from training.checkpoint import CheckpointError
+
+from .aggregate import STRATEGIES, aggregate
+from .budget import Budget
+from .ensemble import PRECISIONS, Ensemble
+from .pipeline import VideoFaces, iterate_faces
+from .progress import ProgressLog
+
+log = logging.getLogger("kernels.predict")
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_OUT = Path("submission/submission.csv")
+
+
+@dataclass
+class Settings:
+    """Everything that decides a run's predictions besides the videos and the checkpoints."""
+
+    frames: int = 32
+    min_frames: int = 8
+    strategy: str = "confident"
+    prior: float = 0.5
+    eps: float = 0.01
+    margin: float = DEFAULT_MARGIN
+    thresholds: tuple[float, float, float] = KERNEL_THRESHOLDS
+    min_score: float = 0.9
+    min_size: float = 0.015
+    deadline: float | None = None
+    workers: int = 1
+    video_timeout: float = 300.0
+    detector_device: str | None = None
+
+    def signature(self, ensemble: Ensemble) -> dict:
+        """What a resumed run must share with the run it continues."""
+        return {"weights": ensemble.digests, "frames": self.frames, "min_frames": self.min_frames,
+                "margin": self.margin, "thresholds": list(self.thresholds), "min_score": self.min_score,
+                "min_size": self.min_size}
+
+
+def default_weights() -> list[Path]:
+    """The checkpoints shipped in ``weights/`` (``*.pt``), sorted."""
+    return sorted(WEIGHTS_DIR.glob("*.pt"))
+
+
+def shard(videos: list[tuple[str, Path]], spec: str | None) -> list[tuple[str, Path]]:
+    """Keep shard ``i`` of ``n`` (``"i/n"``, 0-based): every n-th video of the sorted list from i."""
+    if not spec:
+        return videos
+    try:
+        i, n = (int(v) for v in spec.split("/"))
+        assert 0 <= i < n
+    except (ValueError, AssertionError):
+        raise ValueError(f"--shard must be i/n with 0 <= i < n, got {spec!r}") from None
+    return videos[i::n]
+
+
+def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
+    """One video's progress record: per-model frame probabilities, or the reason for the prior."""
+    record = {"filename": faces.filename, "status": "ok", "reason": "", "frames_requested": faces.frames_requested,
+              "frames_read": faces.frames_read, "faces": len(faces.crops), "tracks": len(set(faces.track_ids)),
+              "frame_ids": faces.frame_ids, "track_ids": faces.track_ids, "probs": {}}
+    if faces.error:
+        record.update(status="prior", reason=faces.error)
+    else:
+        try:
+            record["probs"] = {k: np.round(v.astype(np.float64), 6).tolist() for k, v in ensemble.predict(faces.crops).items()}
+        except Exception as err:  # a model failing on one video must not end the run
+            record.update(status="prior", reason=f"model failed: {type(err).__name__}: {err}")
+    record["seconds"] = round(seconds, 3)
+    return record
+
+
+def label_of(record: dict | None, ensemble: Ensemble, settings: Settings) -> tuple[float, dict[str, float]]:
+    """The submission probability for one video (clipped) and each model's video score."""
+    if record is None or record["status"] != "ok":
+        return float(np.clip(settings.prior, settings.eps, 1 - settings.eps)), {}
+    scores = {name: aggregate(record["probs"][name], record["track_ids"], settings.strategy) for name in ensemble.names}
+    return float(np.clip(ensemble.combine(scores), settings.eps, 1 - settings.eps)), scores
+
+
+def tables(videos: Sequence[tuple[str, Path]], records: dict[str, dict], ensemble: Ensemble,
+           settings: Settings, unreached: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The submission and the detail table, one row per video, sorted by file name."""
+    rows = []
+    for filename, _ in sorted(videos):
+        record = records.get(filename)
+        label, scores = label_of(record, ensemble, settings)
+        row = {"filename": filename, "label": label}
+        if record is None:
+            row.update(status="prior", reason=unreached)
+        else:
+            row.update({k: record[k] for k in ("status", "reason", "frames_requested", "frames_read",
+                                               "faces", "tracks", "seconds")})
+        row.update({f"score_{name}": scores.get(name, math.nan) for name in ensemble.names})
+        rows.append(row)
+    details = pd.DataFrame(rows)
+    return details[["filename", "label"]], details
+
+
+def write_csv(path: Path, table: pd.DataFrame) -> None:
+    with atomic_write(path, "w", encoding="utf-8", newline="") as f:
+        table.to_csv(f, index=False, float_format="%.6f")
+
+
+def details_path(out: Path) -> Path:
+    return out.with_name(out.stem + "_details.csv")
+
+
+def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, settings: Settings,
+        fresh: bool = False, started: float | None = None) -> pd.DataFrame:
+    """Score ``videos`` (``(filename, path)`` pairs) into ``out`` and its detail file; returns the details.
+
+    The deadline counts from ``started`` (a ``time.monotonic()`` reading; default: now).
+    """
+    budget = Budget(settings.deadline, start=started)
+    progress = ProgressLog(out.with_suffix(".progress.jsonl"), settings.signature(ensemble), fresh)
+    todo = [(name, path) for name, path in videos if name not in progress.records]
+    if len(todo) < len(videos):
+        log.info("resuming: %d of %d videos already done", len(videos) - len(todo), len(videos))
+    unreached = "not reached before the deadline"
+    labels = {name: label_of(progress.records.get(name), ensemble, settings)[0] for name, _ in videos}
+    refreshed = -math.inf
+
+    def refresh() -> None:
+        """Rewrite the submission (complete: the prior where no result yet), at most every 2 s."""
+        nonlocal refreshed
+        if time.monotonic() - refreshed >= 2.0:
+            write_csv(out, pd.DataFrame(sorted(labels.items()), columns=["filename", "label"]))
+            refreshed = time.monotonic()
+
+    refresh()
+    detector_kwargs = {"thresholds": settings.thresholds, "min_score": settings.min_score,
+                       "min_size": settings.min_size, "device": settings.detector_device}
+    last = time.monotonic()
+    with logging_redirect_tqdm():
+        stage = iterate_faces(todo, lambda left: budget.frames_for_next(left, settings.frames, settings.min_frames),
+                              budget.remaining, detector_kwargs, settings.margin, settings.workers,
+                              video_timeout=settings.video_timeout)
+        for faces in tqdm(stage, total=len(todo), desc="predict", unit="video"):
+            record = score_faces(faces, ensemble, time.monotonic() - last)
+            budget.record(faces.frames_requested, time.monotonic() - last)
+            last = time.monotonic()
+            if record["status"] != "ok":
+                log.warning("%s: %s; it gets the prior %.2f", faces.filename, record["reason"], settings.prior)
+            progress.append(record)
+            labels[faces.filename] = label_of(record, ensemble, settings)[0]
+            refresh()
+    submission, details = tables(videos, progress.records, ensemble, settings, unreached)
+    write_csv(out, submission)
+    write_csv(details_path(out), details)
+    missed = int((details["reason"] == unreached).sum())
+    if missed:
+        log.warning("%d video(s) not reached before the deadline got the prior", missed)
+    return details
+
+
+def predict_folder(videos: str | Path | Sequence[str | Path], weights: Sequence[str | Path] | None = None,
+                   out: str | Path = DEFAULT_OUT, device: str | None = None, precision: str = "auto",
+                   model_weights: Sequence[float] | None = None, fresh: bool = False, **settings) -> pd.DataFrame:
+    """Notebook entry point: score a folder (or a list of files) and return the per-video details.
+
+    ``settings`` are :class:`Settings` fields (``frames``, ``strategy``, ``deadline``, ``workers``...).
+    """
+    given = [Path(videos)] if isinstance(videos, (str, Path)) else [Path(v) for v in videos]
+    listed, root = resolve_videos(given, Path(out).parent / "sample_videos")
+    ensemble = Ensemble.load(weights or default_weights(), model_weights, device, precision)
+    named = [((p.relative_to(root) if root else Path(p.name)).as_posix(), p) for p in listed]
+    return run(named, ensemble, Path(out), Settings(**settings), fresh)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kernels.predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--videos", type=Path, nargs="*",
+                   help="a folder (searched recursively) or video files; default: the Kaggle test folder "
+                        "if present, else the embedded astronaut sample")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="submission CSV (default: %(default)s)")
+    p.add_argument("--weights", type=Path, nargs="+", help="checkpoints (default: every weights/*.pt)")
+    p.add_argument("--model-weights", type=float, nargs="+", help="one weight per checkpoint for the ensemble mean")
+    p.add_argument("--frames", type=int, default=32, help="frames per video while time allows (default: 32)")
+    p.add_argument("--min-frames", type=int, default=8, help="fewest frames when short of time (default: 8)")
+    p.add_argument("--deadline", type=float, help="seconds for the whole folder, from start to written CSV")
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default="confident",
+                   help="frame -> video aggregation (default: %(default)s)")
+    p.add_argument("--prior", type=float, default=0.5, help="label for videos that cannot be scored (default: 0.5)")
+    p.add_argument("--eps", type=float, default=0.01, help="clip labels to [eps, 1 - eps] (default: 0.01)")
+    p.add_argument("--shard", help="i/n: score only shard i of n (0-based); join shards with submission.merge")
+    p.add_argument("--workers", type=int, default=1,
+                   help="decode+detect processes beside the models (0: all in one process; default: 1)")
+    p.add_argument("--video-timeout", type=float, default=300.0, help="give up on a video after this many seconds")
+    p.add_argument("--device", help="torch device for the models and MTCNN (default: cuda if available)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: fp16 on CUDA, bf16 + channels_last on CPUs with bf16, else fp32")
+    p.add_argument("--fresh", action="store_true", help="ignore the progress of an earlier run")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    weights = args.weights or default_weights()
+    if not weights:
+        log.error("no checkpoint in %s: pass --weights (see README: Train)", WEIGHTS_DIR)
+        return 2
+    try:
+        ensemble = Ensemble.load(weights, args.model_weights, args.device, args.precision)
+    except (CheckpointError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    try:
+        listed, root = resolve_videos(args.videos, args.out.parent / "sample_videos")
+        named = shard([((p.relative_to(root) if root else Path(p.name)).as_posix(), p) for p in listed], args.shard)
+    except ValueError as err:
+        log.error("%s", err)
+        return 2
+    settings = Settings(frames=args.frames, min_frames=args.min_frames, strategy=args.strategy, prior=args.prior,
+                        eps=args.eps, deadline=args.deadline, workers=args.workers,
+                        video_timeout=args.video_timeout, detector_device=args.device)
+    log.info("%d videos, %d model(s) %s, %s, strategy %s", len(named), len(ensemble.names), ensemble.names,
+             ensemble.precision, settings.strategy)
+    details = run(named, ensemble, args.out, settings, args.fresh, started)
+    log.info("wrote %s (%d rows) and %s: %d scored, %d got the prior", args.out, len(details),
+             details_path(args.out), int((details["status"] == "ok").sum()), int((details["status"] != "ok").sum()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

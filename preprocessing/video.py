@@ -1,0 +1,151 @@
+"""Reading evenly spaced frames from a video by streaming, never by seeking.
+
+Frames come out as upright RGB ``uint8`` arrays (``H x W x 3``): OpenCV's FFmpeg backend applies the
+container's rotation metadata, so a phone clip recorded sideways is returned the way it is shown.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Unreadable files are reported by this module as one VideoReadError each; keep FFmpeg's and
+# OpenCV's own console messages about them ("moov atom not found", ...) out of the user's way.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+cv2.setLogLevel(2)  # errors only
+
+#: File name endings treated as videos when a folder is scanned (case-insensitive).
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
+)
+
+
+class VideoReadError(RuntimeError):
+    """A video could not be opened or decoded. ``str(err)`` names the file and the cause."""
+
+    def __init__(self, path: str | os.PathLike, cause: str):
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"{self.path}: {cause}")
+
+
+@dataclass
+class Frames:
+    """Frames sampled from one video.
+
+    ``indices[i]`` is the 0-based position in the stream of ``images[i]``; ``frame_count`` is the
+    number of frames the stream really holds (which may differ from what the container declares).
+    """
+
+    path: str
+    indices: np.ndarray
+    images: list[np.ndarray]
+    frame_count: int
+    fps: float
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def find_videos(root: str | os.PathLike) -> list[Path]:
+    """All files under ``root`` (recursively) whose ending is in :data:`VIDEO_EXTENSIONS`, sorted."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+
+
+def sample_indices(frame_count: int, n: int) -> np.ndarray:
+    """``n`` evenly spaced, distinct frame indices in ``[0, frame_count)``, first and last included.
+
+    Returns every index when the video has ``n`` frames or fewer.
+    """
+    if frame_count <= 0 or n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if n >= frame_count:
+        return np.arange(frame_count, dtype=np.int64)
+    return np.unique(np.linspace(0, frame_count - 1, n).round().astype(np.int64))
+
+
+def _open(path: str) -> cv2.VideoCapture:
+    if not os.path.isfile(path):
+        raise VideoReadError(path, "no such file")
+    if os.path.getsize(path) == 0:
+        raise VideoReadError(path, "empty file (0 bytes)")
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    if not capture.isOpened():
+        raise VideoReadError(path, "not a readable video (container could not be opened)")
+    return capture
+
+
+def _count_frames(path: str) -> int:
+    capture = _open(path)
+    try:
+        count = 0
+        while capture.grab():
+            count += 1
+        return count
+    finally:
+        capture.release()
+
+
+def _stream(path: str, wanted: np.ndarray) -> tuple[list[int], list[np.ndarray], int, bool]:
+    """Decode ``path`` once, keeping the ``wanted`` frames.
+
+    Returns the kept indices and RGB images, the number of frames grabbed, and whether the stream
+    went on past the last wanted frame (a container that under-declares its length).
+    """
+    capture = _open(path)
+    indices, images = [], []
+    try:
+        wanted_set = {int(i) for i in wanted}
+        last = int(wanted[-1])
+        position = 0
+        while position <= last:
+            if not capture.grab():
+                return indices, images, position, False
+            if position in wanted_set:
+                ok, bgr = capture.retrieve()
+                if ok and bgr is not None:
+                    indices.append(position)
+                    images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                else:
+                    log.debug("%s: frame %d could not be decoded, skipped", path, position)
+            position += 1
+        return indices, images, position, bool(capture.grab())
+    finally:
+        capture.release()
+
+
+def read_frames(path: str | os.PathLike, n: int = 32) -> Frames:
+    """Read ``n`` evenly spaced frames of ``path`` (fewer if the video is shorter), in stream order.
+
+    Every frame up to the last wanted one is grabbed and only the wanted ones are decoded to images,
+    which is an order of magnitude faster than seeking. When the container's frame count is missing
+    or wrong, the true count is found and the frames are sampled over it, so indices are always
+    distinct and match the stream. Raises :class:`VideoReadError` for a file that yields no frame.
+    """
+    path = str(path)
+    capture = _open(path)
+    declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    capture.release()
+
+    frame_count = declared if declared > 0 else _count_frames(path)
+    if frame_count == 0:
+        raise VideoReadError(path, "no decodable frame (empty or corrupted stream)")
+    indices, images, grabbed, overran = _stream(path, sample_indices(frame_count, n))
+    if grabbed < frame_count or overran:
+        true_count = grabbed if grabbed < frame_count else _count_frames(path)
+        if true_count == 0:
+            raise VideoReadError(path, "no decodable frame (truncated or corrupted stream)")
+        log.warning("%s: container declares %d frames, stream holds %d; resampling", path, declared, true_count)
+        frame_count = true_count
+        indices, images, _, _ = _stream(path, sample_indices(frame_count, n))
+    if not images:
+        raise VideoReadError(path, "no decodable frame (frames present but none could be decoded)")
+    return Frames(path, np.asarray(indices, dtype=np.int64), images, frame_count, fps)

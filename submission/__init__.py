@@ -1,0 +1,1 @@
+"""Validate, score and merge submission files. Stands alone: imports no other room."""

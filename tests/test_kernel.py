@@ -1,0 +1,253 @@
+"""The inference kernel: aggregation rules, the time budget, and whole runs on real clips."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kernels import predict
+from kernels.aggregate import aggregate, confident, mean, sharpen
+from kernels.budget import Budget
+from kernels.ensemble import Ensemble
+from preprocessing.sample import render_sample
+from submission.io import read_submission, videos_in
+from training.checkpoint import save_checkpoint
+from training.zoo import ModelConfig, build_model
+
+REPO = Path(__file__).resolve().parents[1]
+CLIPS = ["ffpp/original_sequences/youtube/c40/videos/183.mp4",
+         "ffpp/manipulated_sequences/Deepfakes/c40/videos/183_253.mp4",
+         "ffpp/original_sequences/youtube/c40/videos/469.mp4"]
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained tiny zoo model saved in the project's checkpoint format."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_checkpoint(path, build_model(ModelConfig("mobilenetv3_small_050", 64)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ensemble(checkpoint) -> Ensemble:
+    return Ensemble.load([checkpoint], precision="fp32")
+
+
+@pytest.fixture
+def folder(data_dir, tmp_path) -> Path:
+    """Three real clips, an unreadable .mp4 and a text file."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for clip in CLIPS:
+        shutil.copy(data_dir / clip, videos / Path(clip).name)
+    (videos / "broken.mp4").write_bytes(b"\x00" * 1000)
+    (videos / "readme.txt").write_text("not a video")
+    return videos
+
+
+def named(folder: Path) -> list[tuple[str, Path]]:
+    return [(p.relative_to(folder).as_posix(), p) for p in sorted(folder.iterdir()) if p.suffix == ".mp4"]
+
+
+# --- aggregation -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "probs, expected, branch",
+    [
+        ([0.9] * 12 + [0.1] * 8, 0.9, "over max(n/2.5, 11) frames above 0.8: their mean"),
+        ([0.9] * 11 + [0.1] * 9, 0.9 * 11 / 20 + 0.1 * 9 / 20, "11 frames is not over 11: plain mean"),
+        ([0.95] * 41 + [0.3] * 59, 0.95, "n = 100: 41 above is over 100 / 2.5 = 40: their mean"),
+        ([0.95] * 40 + [0.3] * 60, 0.95 * 0.4 + 0.3 * 0.6, "n = 100: 40 above is not over 40: plain mean"),
+        ([0.1] * 19 + [0.6], 0.1, "over 90% below 0.2: their mean"),
+        ([0.1] * 18 + [0.6] * 2, (0.1 * 18 + 1.2) / 20, "exactly 90% below: plain mean"),
+    ],
+)
+def test_confident_rule_branches(probs, expected, branch):
+    assert confident(np.array(probs)) == pytest.approx(expected), branch
+
+
+def test_sharpen_pushes_away_from_half_and_weights_by_confidence():
+    assert sharpen(np.array([0.5, 0.5])) == pytest.approx(0.5)
+    assert sharpen(np.array([0.7])) == pytest.approx(0.5 + 0.2 ** 0.65)
+    probs = np.array([0.9, 0.55, 0.6])
+    weights = np.abs(probs - 0.5) + 1e-4
+    sharpened = np.minimum(0.5 + np.abs(probs - 0.5) ** 0.65, 0.99)
+    assert sharpen(probs) == pytest.approx((sharpened * weights).sum() / weights.sum())
+    assert sharpen(1 - probs) == pytest.approx(1 - sharpen(probs))  # symmetric about 0.5
+    assert sharpen(np.array([0.999])) == pytest.approx(0.99)  # clipped
+
+
+def test_tracks_are_scored_separately():
+    probs = np.array([0.1, 0.2, 0.3, 0.9, 0.8, 0.95])
+    tracks = np.array([0, 0, 0, 1, 1, 1])
+    assert aggregate(probs, tracks, "trackmax") == pytest.approx(np.mean([0.9, 0.8, 0.95]))
+    assert aggregate(probs, tracks, "mean") == pytest.approx(np.mean([0.2, np.mean([0.9, 0.8, 0.95])]))
+    assert aggregate(probs, np.zeros(6), "mean") == pytest.approx(mean(probs))
+    with pytest.raises(ValueError, match="unknown strategy 'max'.*confident"):
+        aggregate(probs, tracks, "max")
+
+
+# --- budget ------------------------------------------------------------------------------------
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_budget_lowers_frames_to_fit_and_stops_at_the_deadline():
+    clock = FakeClock()
+    budget = Budget(20.0, reserve=0.0, clock=clock)
+    assert budget.frames_for_next(10, 32, 8) == 32  # nothing measured yet
+    budget.record(32, 3.2)  # 0.1 s per frame, no fixed cost known yet
+    clock.now += 10.0  # 10 s left for 10 videos: 1 s each -> 10 frames
+    assert budget.frames_for_next(10, 32, 8) == 10
+    assert budget.frames_for_next(100, 32, 8) == 8  # floor
+    assert budget.frames_for_next(1, 32, 8) == 32  # cap
+    clock.now += 10.0
+    assert budget.frames_for_next(1, 32, 8) == 0  # no time left: prior
+
+
+def test_budget_separates_fixed_and_per_frame_cost():
+    budget = Budget(None, clock=FakeClock())
+    budget.record(32, 4.2)
+    budget.record(16, 2.6)
+    assert budget.cost_model() == pytest.approx((1.0, 0.1))
+    assert budget.frames_for_next(5, 32, 8) == 32  # no deadline: always the most
+
+
+# --- whole runs --------------------------------------------------------------------------------
+
+def test_full_run_writes_a_complete_submission_and_consistent_details(folder, ensemble, tmp_path, caplog):
+    out = tmp_path / "sub" / "submission.csv"
+    settings = predict.Settings(frames=4, workers=0)
+    details = predict.run(named(folder), ensemble, out, settings)
+
+    expected = ["183.mp4", "183_253.mp4", "469.mp4", "broken.mp4"]
+    assert videos_in(folder) == expected
+    submission = read_submission(out, expected)  # header, one row each, no NaN, in [0, 1]
+    assert submission["filename"].tolist() == expected  # sorted
+    assert submission["label"].between(0.01, 0.99).all()
+
+    table = pd.read_csv(predict.details_path(out)).fillna({"reason": ""})
+    assert table["filename"].tolist() == expected
+    np.testing.assert_allclose(table["label"], submission["label"], atol=1e-6)
+    broken = table.set_index("filename").loc["broken.mp4"]
+    assert broken["status"] == "prior" and "not a readable video" in broken["reason"] and broken["label"] == 0.5
+    assert any("broken.mp4" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    ok = table[table["status"] == "ok"]
+    assert len(ok) == 3 and (ok["faces"] == 4).all() and (ok["tracks"] == 1).all() and (ok["frames_read"] == 4).all()
+    np.testing.assert_allclose(ok["score_tiny"].clip(0.01, 0.99), ok["label"], atol=1e-6)
+
+    records = [json.loads(line) for line in out.with_suffix(".progress.jsonl").read_text().splitlines()[1:]]
+    for record in records:
+        if record["status"] == "ok":
+            expected_label = aggregate(record["probs"]["tiny"], record["track_ids"], "confident")
+            assert table.set_index("filename").loc[record["filename"], "label"] == pytest.approx(expected_label, abs=1e-6)
+
+
+def test_trackmax_scores_a_two_person_video_by_its_most_fake_face(ensemble, tmp_path):
+    pair = render_sample(tmp_path / "sample")[1]
+    out = tmp_path / "submission.csv"
+    details = predict.run([(pair.name, pair)], ensemble, out, predict.Settings(frames=6, workers=0, strategy="trackmax"))
+    record = json.loads(out.with_suffix(".progress.jsonl").read_text().splitlines()[1])
+    probs, tracks = np.array(record["probs"]["tiny"]), np.array(record["track_ids"])
+    assert sorted(set(tracks.tolist())) == [0, 1]
+    per_track = [probs[tracks == t].mean() for t in (0, 1)]
+    assert per_track[0] != pytest.approx(per_track[1], abs=1e-7)  # the two faces do differ
+    assert details["label"].iloc[0] == pytest.approx(max(per_track), abs=1e-6)
+
+
+def test_a_short_deadline_still_yields_a_complete_submission_on_time(folder, ensemble, tmp_path):
+    for i in range(4):  # more work than the deadline allows
+        shutil.copy(folder / "183.mp4", folder / f"copy{i}.mp4")
+    out = tmp_path / "submission.csv"
+    deadline = 6.0
+    started = time.monotonic()
+    details = predict.run(named(folder), ensemble, out, predict.Settings(frames=16, min_frames=4, workers=1, deadline=deadline),
+                          started=started)
+    elapsed = time.monotonic() - started
+    assert elapsed < deadline + 1.0, f"took {elapsed:.1f} s for a {deadline} s deadline"
+    submission = read_submission(out, videos_in(folder))
+    assert len(submission) == 8
+    unreached = details[details["reason"] == "not reached before the deadline"]
+    assert len(unreached) >= 1 and (unreached["label"] == 0.5).all()
+
+
+def test_a_killed_run_resumes_without_redoing_videos(folder, checkpoint, ensemble, tmp_path):
+    out = tmp_path / "killed" / "submission.csv"
+    command = [sys.executable, "-m", "kernels.predict", "--videos", str(folder), "--out", str(out),
+               "--weights", str(checkpoint), "--frames", "4", "--workers", "0", "--precision", "fp32"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = out.with_suffix(".progress.jsonl")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if progress.exists() and len(progress.read_text().splitlines()) >= 3:  # header + 2 videos
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = len(progress.read_text().splitlines()) - 1
+    assert 2 <= done_before < 4, "the kill should land mid-run"
+    assert len(read_submission(out, videos_in(folder))) == 4  # complete and valid even when killed
+
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming: {done_before} of 4 videos already done" in result.stderr
+    records = [json.loads(line)["filename"] for line in progress.read_text().splitlines()[1:]]
+    assert sorted(records) == sorted(set(records)) == videos_in(folder)  # each video once
+
+    reference = predict.run(named(folder), ensemble, tmp_path / "reference" / "submission.csv",
+                            predict.Settings(frames=4, workers=0))
+    resumed = read_submission(out)
+    np.testing.assert_allclose(resumed["label"], reference["label"], atol=1e-6)
+
+
+@pytest.mark.parametrize("problem", ["missing", "truncated", "wrong-architecture"])
+def test_bad_weights_fail_before_any_video_is_read(checkpoint, folder, tmp_path, caplog, problem):
+    bad = tmp_path / f"{problem}.pt"
+    if problem == "truncated":
+        bad.write_bytes(checkpoint.read_bytes()[:5000])
+    elif problem == "wrong-architecture":
+        payload = torch.load(checkpoint, weights_only=True)
+        payload["model"]["encoder"] = "mobilenetv3_small_075"
+        torch.save(payload, bad)
+    out = tmp_path / "submission.csv"
+    assert predict.main(["--videos", str(folder), "--out", str(out), "--weights", str(bad)]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and str(bad) in errors[0]
+    assert {"missing": "no such checkpoint", "truncated": "not a readable checkpoint",
+            "wrong-architecture": "weights do not fit mobilenetv3_small_075"}[problem] in errors[0]
+    assert not out.exists() and not out.with_suffix(".progress.jsonl").exists()
+
+
+def test_bf16_agrees_with_fp32(checkpoint, data_dir):
+    from preprocessing.detect import FaceDetector
+    from preprocessing.faces import find_faces
+    from preprocessing.video import read_frames
+
+    crops = [f.crop for f in find_faces(read_frames(data_dir / CLIPS[1], 4), FaceDetector())]
+    fp32 = Ensemble.load([checkpoint], precision="fp32").predict(crops)["tiny"]
+    bf16 = Ensemble.load([checkpoint], precision="bf16").predict(crops)["tiny"]
+    assert np.abs(fp32 - bf16).max() < 1e-2
+
+
+def test_shards_split_deterministically_and_cover_every_video():
+    videos = [(f"v{i:02d}.mp4", Path(f"v{i:02d}.mp4")) for i in range(10)]
+    parts = [predict.shard(videos, f"{i}/3") for i in range(3)]
+    assert sorted(sum(parts, [])) == videos and sum(map(len, parts)) == 10
+    assert parts[1] == predict.shard(videos, "1/3")
+    with pytest.raises(ValueError, match="i/n"):
+        predict.shard(videos, "3/3")

@@ -1,0 +1,44 @@
+"""The design card's rooms and the one-way flow of imports between them."""
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ROOMS = ("preprocessing", "training", "kernels", "submission")
+#: What each room may import from the others: kernels -> training -> preprocessing; submission alone.
+ALLOWED = {
+    "preprocessing": set(),
+    "training": {"preprocessing"},
+    "kernels": {"training", "preprocessing"},
+    "submission": set(),
+}
+
+
+def imported_rooms(path: Path) -> set[str]:
+    rooms = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        rooms.update(n.split(".")[0] for n in names if n.split(".")[0] in ROOMS)
+    return rooms
+
+
+def test_top_level_is_the_design_cards():
+    for name in ("README.md", "requirements.txt", *ROOMS, "weights", "tests", ".ci/run"):
+        assert (REPO / name).exists(), name
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_imports_flow_one_way(room):
+    for path in (REPO / room).rglob("*.py"):
+        forbidden = imported_rooms(path) - ALLOWED[room] - {room}
+        assert not forbidden, f"{path.relative_to(REPO)} imports {sorted(forbidden)}"
+
+
+def test_the_import_checker_sees_imports():
+    assert imported_rooms(REPO / "tests" / "test_faces.py") >= {"preprocessing"}

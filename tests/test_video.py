@@ -1,0 +1,117 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from preprocessing.video import VideoReadError, find_videos, read_frames, sample_indices
+from tests.clips import frame_number, lie_about_length, numbered_frames, rotate_clip, write_clip
+
+FFPP_ORIGINAL = "ffpp/original_sequences/youtube/c40/videos/183.mp4"
+
+
+@pytest.mark.parametrize(
+    "count, n, expected",
+    [
+        (300, 4, [0, 100, 199, 299]),
+        (10, 32, list(range(10))),
+        (32, 32, list(range(32))),
+        (1, 5, [0]),
+        (0, 5, []),
+        (100, 0, []),
+    ],
+)
+def test_sample_indices(count, n, expected):
+    assert sample_indices(count, n).tolist() == expected
+
+
+def test_sample_indices_are_distinct_evenly_spaced_and_span_the_video():
+    for count in (33, 64, 299, 300, 1001):
+        idx = sample_indices(count, 32)
+        assert len(idx) == 32 and len(set(idx.tolist())) == 32
+        assert idx[0] == 0 and idx[-1] == count - 1
+        gaps = np.diff(idx)
+        assert gaps.max() - gaps.min() <= 1
+
+
+def test_streamed_frames_equal_sequentially_decoded_ones(data_dir):
+    path = data_dir / FFPP_ORIGINAL
+    frames = read_frames(path, 8)
+    assert len(frames) == 8 and frames.frame_count == 390 and frames.fps == pytest.approx(30)
+    assert frames.indices.tolist() == sample_indices(390, 8).tolist()
+    wanted, oracle = set(frames.indices.tolist()), {}
+    capture = cv2.VideoCapture(str(path))
+    for i in range(390):
+        ok, bgr = capture.read()
+        assert ok
+        if i in wanted:
+            oracle[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    for index, image in zip(frames.indices, frames.images):
+        assert image.shape == (720, 1280, 3) and image.dtype == np.uint8
+        np.testing.assert_array_equal(image, oracle[int(index)])
+
+
+def test_short_video_gives_every_frame_once(tmp_path):
+    path = write_clip(tmp_path / "short.mp4", numbered_frames(10))
+    frames = read_frames(path, 32)
+    assert frames.indices.tolist() == list(range(10))
+    assert [frame_number(im) for im in frames.images] == list(range(10))
+
+
+@pytest.mark.parametrize("declared", [60, 5, 1])
+def test_lying_frame_count_is_corrected_without_desync(tmp_path, declared):
+    honest = write_clip(tmp_path / "honest.avi", numbered_frames(20), fourcc="MJPG")
+    path = lie_about_length(honest, tmp_path / f"claims_{declared}.avi", declared)
+    assert cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FRAME_COUNT) == declared
+    frames = read_frames(path, 8)
+    assert frames.frame_count == 20
+    assert frames.indices.tolist() == sample_indices(20, 8).tolist()
+    assert [frame_number(im) for im in frames.images] == frames.indices.tolist()
+
+
+def test_vertical_video_stays_vertical(tmp_path):
+    path = write_clip(tmp_path / "vertical.mp4", numbered_frames(6, height=192, width=108))
+    frames = read_frames(path, 3)
+    assert frames.images[0].shape == (192, 108, 3)
+
+
+def test_rotation_metadata_is_applied(tmp_path):
+    plain = write_clip(tmp_path / "plain.mp4", numbered_frames(6, height=120, width=200))
+    frames = read_frames(rotate_clip(plain, tmp_path / "rotated.mp4"), 3)
+    image = frames.images[0]
+    assert image.shape == (200, 120, 3)  # shown upright: 90° clockwise, so width and height swap
+    red_corner = image[:20, -20:].mean(axis=(0, 1))  # the top-left marker is now top-right
+    assert red_corner[0] > 200 and red_corner[2] < 60
+    assert [frame_number(im) for im in frames.images] == frames.indices.tolist()
+
+
+def bad_file(kind: str, data_dir: Path, folder: Path) -> Path:
+    """A file of one unreadable ``kind``: missing, zero-byte, random-bytes or truncated."""
+    path = folder / f"{kind}.mp4"
+    if kind == "zero-byte":
+        path.write_bytes(b"")
+    elif kind == "random-bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(50_000))
+    elif kind == "truncated":
+        data = (data_dir / FFPP_ORIGINAL).read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, cause",
+    [("missing", "no such file"), ("zero-byte", "empty file"), ("random-bytes", "not a readable video"),
+     ("truncated", "not a readable video")],
+)
+def test_unreadable_files_raise_a_typed_error_naming_the_file(data_dir, tmp_path, kind, cause):
+    path = bad_file(kind, data_dir, tmp_path)
+    with pytest.raises(VideoReadError, match=cause) as info:
+        read_frames(path, 4)
+    assert info.value.path == str(path) and str(path) in str(info.value)
+
+
+def test_find_videos_matches_extensions_case_insensitively(tmp_path):
+    for name in ["a.mp4", "b.MOV", "sub/c.avi", "notes.txt", "d.mp4.part"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.relative_to(tmp_path).as_posix() for p in find_videos(tmp_path)] == ["a.mp4", "b.MOV", "sub/c.avi"]

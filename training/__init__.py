@@ -1,0 +1,1 @@
+"""Training: augmentation, datasets, the model zoo and the checkpoint format. Imports ``preprocessing`` only."""

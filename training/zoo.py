@@ -1,0 +1,123 @@
+"""One deepfake classifier around any timm encoder, built by name from a config.
+
+A :class:`ModelConfig` names the encoder (a tagged timm name), the input size and the
+normalisation; it travels inside every checkpoint, so inference never guesses them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import timm
+import torch
+from torch import nn
+
+from preprocessing.geometry import resize_and_pad
+
+
+class ConfigError(ValueError):
+    """A config names an unknown key or an impossible value."""
+
+
+def strict_fields(cls, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check ``values`` against the dataclass ``cls``: unknown keys are errors that list the valid ones."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+    return values
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a model is: ``encoder`` (timm name, e.g. ``tf_efficientnet_b7.ns_jft_in1k``), square
+    ``input_size`` in pixels, per-channel ``mean``/``std`` of RGB in [0, 1], and head ``dropout``."""
+
+    encoder: str
+    input_size: int
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    dropout: float = 0.0
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if not isinstance(self.input_size, int) or self.input_size <= 0 or len(self.mean) != 3 or len(self.std) != 3 \
+                or min(self.std) <= 0 or not 0 <= self.dropout < 1 or not 0 <= self.drop_path_rate < 1:
+            raise ConfigError(f"model config {self}: input_size must be an int > 0, mean and std 3 values, "
+                              "std > 0, dropout and drop_path_rate in [0, 1)")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        return cls(**strict_fields(cls, values, "model config"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+class DeepfakeClassifier(nn.Module):
+    """timm encoder -> global average pooling -> dropout -> one logit (positive means fake)."""
+
+    def __init__(self, config: ModelConfig, pretrained: bool = False, pretrained_file: str | os.PathLike | None = None):
+        super().__init__()
+        self.config = config
+        self.encoder = _create_encoder(config, pretrained, pretrained_file)
+        self.dropout = nn.Dropout(config.dropout)
+        # Pooled width: after the head convolution where a model has one (MobileNetV3: 1024, not num_features 576).
+        width = getattr(self.encoder, "head_hidden_size", None) or self.encoder.num_features
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``images``: (B, 3, S, S) normalised; returns (B,) logits."""
+        return self.head(self.dropout(self.encoder(images))).squeeze(1)
+
+
+def build_model(config: ModelConfig, pretrained: bool = False, pretrained_file: str | os.PathLike | None = None) -> DeepfakeClassifier:
+    """Build the classifier; ``pretrained`` fetches timm's ImageNet weights for the encoder (needs a
+    network), ``pretrained_file`` loads them from a local timm checkpoint instead (offline machines).
+    Raises :class:`ConfigError` naming the encoder and the cause."""
+    return DeepfakeClassifier(config, pretrained, pretrained_file)
+
+
+def _create_encoder(config: ModelConfig, pretrained: bool, pretrained_file: str | os.PathLike | None) -> nn.Module:
+    kwargs: dict[str, Any] = {"num_classes": 0, "global_pool": "avg"}
+    if config.drop_path_rate:
+        kwargs["drop_path_rate"] = config.drop_path_rate
+    if pretrained_file:
+        if not Path(pretrained_file).is_file():
+            raise ConfigError(f"{pretrained_file}: no such pretrained weights file")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file)}
+    where = f"pretrained weights {pretrained_file}" if pretrained_file else "timm's pretrained weights"
+    try:
+        return timm.create_model(config.encoder, pretrained=pretrained or bool(pretrained_file), **kwargs)
+    except (RuntimeError, TypeError) as err:  # an unknown name or option, or weights of another architecture
+        if "loading state_dict" in str(err):
+            raise ConfigError(f"{where} do not fit encoder {config.encoder!r}: {_error_detail(err)}") from err
+        raise ConfigError(f"timm cannot build encoder {config.encoder!r}: {_error_detail(err)}") from err
+    except (OSError, pickle.UnpicklingError) as err:  # no network, no cached file, or an unsafe pickle
+        hint = "" if pretrained_file else " (offline? pass a local timm checkpoint as pretrained_file / --pretrained-file)"
+        raise ConfigError(f"cannot load {where} for {config.encoder!r}: {_error_detail(err)}{hint}") from err
+
+
+def _error_detail(err: BaseException, limit: int = 300) -> str:
+    """The informative part of a library error on one line, shortened."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = "; ".join(lines) or type(err).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def to_batch(crops: Sequence[np.ndarray], config: ModelConfig) -> torch.Tensor:
+    """RGB uint8 face crops -> a normalised (B, 3, S, S) float tensor, resized and padded the one way
+    training validation and the kernel share (:func:`preprocessing.geometry.resize_and_pad`)."""
+    size = config.input_size
+    batch = np.stack([resize_and_pad(crop, size) for crop in crops]) if len(crops) else np.zeros((0, size, size, 3), np.uint8)
+    tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(config.mean).view(1, 3, 1, 1)
+    std = torch.tensor(config.std).view(1, 3, 1, 1)
+    return (tensor - mean) / std
