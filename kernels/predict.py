@@ -14,7 +14,7 @@ import argparse
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from preprocessing.detect import KERNEL_THRESHOLDS
+from preprocessing.detect import add_detector_arguments, detector_settings
 from preprocessing.fileio import atomic_write
 from preprocessing.geometry import DEFAULT_MARGIN
 from preprocessing.logs import configure_logging
@@ -52,19 +52,16 @@ class Settings:
     prior: float = 0.5
     eps: float = 0.01
     margin: float = DEFAULT_MARGIN
-    thresholds: tuple[float, float, float] = KERNEL_THRESHOLDS
-    min_score: float = 0.9
-    min_size: float = 0.015
+    detector: dict = field(default_factory=dict)  # FaceDetector keyword arguments
     deadline: float | None = None
     workers: int = 1
     video_timeout: float = 300.0
-    detector_device: str | None = None
 
     def signature(self, ensemble: Ensemble) -> dict:
         """What a resumed run must share with the run it continues."""
+        detection = {k: v for k, v in self.detector.items() if k in ("thresholds", "min_score", "min_size")}
         return {"weights": ensemble.digests, "frames": self.frames, "min_frames": self.min_frames,
-                "margin": self.margin, "thresholds": list(self.thresholds), "min_score": self.min_score,
-                "min_size": self.min_size}
+                "margin": self.margin, **{k: list(v) if isinstance(v, tuple) else v for k, v in detection.items()}}
 
 
 def default_weights() -> list[Path]:
@@ -159,12 +156,10 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
             refreshed = time.monotonic()
 
     refresh()
-    detector_kwargs = {"thresholds": settings.thresholds, "min_score": settings.min_score,
-                       "min_size": settings.min_size, "device": settings.detector_device}
     last = time.monotonic()
     with logging_redirect_tqdm():
         stage = iterate_faces(todo, lambda left: budget.frames_for_next(left, settings.frames, settings.min_frames),
-                              budget.remaining, detector_kwargs, settings.margin, settings.workers,
+                              budget.remaining, settings.detector, settings.margin, settings.workers,
                               video_timeout=settings.video_timeout)
         for faces in tqdm(stage, total=len(todo), desc="predict", unit="video"):
             record = score_faces(faces, ensemble, time.monotonic() - last)
@@ -218,11 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1,
                    help="decode+detect processes beside the models (0: all in one process; default: 1)")
     p.add_argument("--video-timeout", type=float, default=300.0, help="give up on a video after this many seconds")
-    p.add_argument("--device", help="torch device for the models and MTCNN (default: cuda if available)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: fp16 on CUDA, bf16 + channels_last on CPUs with bf16, else fp32")
     p.add_argument("--fresh", action="store_true", help="ignore the progress of an earlier run")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_detector_arguments(p)
     return p
 
 
@@ -247,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = Settings(frames=args.frames, min_frames=args.min_frames, strategy=args.strategy, prior=args.prior,
                         eps=args.eps, deadline=args.deadline, workers=args.workers,
-                        video_timeout=args.video_timeout, detector_device=args.device)
+                        video_timeout=args.video_timeout, detector=detector_settings(args))
     log.info("%d videos, %d model(s) %s, %s, strategy %s", len(named), len(ensemble.names), ensemble.names,
              ensemble.precision, settings.strategy)
     details = run(named, ensemble, args.out, settings, args.fresh, started)

@@ -7,6 +7,7 @@ corner (left/right as seen in the image).
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -118,3 +119,21 @@ class FaceDetector:
         short_side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
         keep = (det.scores >= self.min_score) & (short_side >= self.min_size * min(full_size))
         return det.select(keep)
+
+
+def add_detector_arguments(parser: argparse.ArgumentParser, thresholds: Sequence[float] = KERNEL_THRESHOLDS) -> None:
+    """The detection flags every command shares: ``--thresholds --min-score --min-size --batch-size --device``."""
+    group = parser.add_argument_group("face detection")
+    group.add_argument("--thresholds", type=float, nargs=3, default=tuple(thresholds), metavar="T",
+                       help="MTCNN stage thresholds (default: %(default)s)")
+    group.add_argument("--min-score", type=float, default=0.9, help="drop weaker faces (default: %(default)s)")
+    group.add_argument("--min-size", type=float, default=0.015,
+                       help="drop faces smaller than this fraction of the frame's short side (default: %(default)s)")
+    group.add_argument("--batch-size", type=int, help="frames per MTCNN call (default: 32 on CUDA, 1 on CPU)")
+    group.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+
+
+def detector_settings(args: argparse.Namespace) -> dict:
+    """:class:`FaceDetector` keyword arguments from the flags of :func:`add_detector_arguments`."""
+    return {"thresholds": tuple(args.thresholds), "min_score": args.min_score, "min_size": args.min_size,
+            "batch_size": args.batch_size, "device": args.device}

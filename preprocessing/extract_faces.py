@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .detect import KERNEL_THRESHOLDS, FaceDetector
+from .detect import FaceDetector, add_detector_arguments, detector_settings
 from .faces import find_faces
 from .fileio import write_json, write_png
 from .geometry import DEFAULT_MARGIN
@@ -107,15 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=32, help="evenly spaced frames per video (default: 32)")
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                         help="crop margin per side, as a fraction of the box (default: %(default)s)")
-    parser.add_argument("--thresholds", type=float, nargs=3, default=KERNEL_THRESHOLDS, metavar="T",
-                        help="MTCNN stage thresholds (default: %(default)s)")
-    parser.add_argument("--min-score", type=float, default=0.9, help="drop weaker faces (default: 0.9)")
-    parser.add_argument("--min-size", type=float, default=0.015,
-                        help="drop faces smaller than this fraction of the frame's short side (default: 0.015)")
-    parser.add_argument("--batch-size", type=int, help="frames per MTCNN call (default: 32 on CUDA, 1 on CPU)")
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--overwrite", action="store_true", help="redo videos that are already done")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_detector_arguments(parser)
     return parser
 
 
@@ -127,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         log.error("%s", err)
         return 2
-    detector = FaceDetector(args.thresholds, args.min_score, args.min_size, args.batch_size, args.device)
+    detector = FaceDetector(**detector_settings(args))
     summary = run(videos, root, args.out, detector, args.frames, args.margin, args.overwrite)
     log.info("%s; output in %s", summary.line(), os.fspath(args.out))
     return 0

@@ -24,6 +24,16 @@ def find_data() -> Path | None:
     return None
 
 
+def link_tree(source: Path, target: Path, paths) -> Path:
+    """Recreate ``paths`` (relative to ``source``) under ``target`` as symbolic links: a dataset
+    layout of a few real clips, without copying them. Returns ``target``."""
+    for path in paths:
+        link = target / path
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(source / path)
+    return target
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The folder of real labelled clips. Under CI its absence fails the test instead of skipping it."""

@@ -93,14 +93,17 @@ def _create_encoder(config: ModelConfig, pretrained: bool, pretrained_file: str 
         if not Path(pretrained_file).is_file():
             raise ConfigError(f"{pretrained_file}: no such pretrained weights file")
         kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file)}
-    where = f"pretrained weights {pretrained_file}" if pretrained_file else "timm's pretrained weights"
+    if not timm.is_model(config.encoder):
+        raise ConfigError(f"timm cannot build encoder {config.encoder!r}: timm {timm.__version__} has no such model")
     try:
         return timm.create_model(config.encoder, pretrained=pretrained or bool(pretrained_file), **kwargs)
-    except (RuntimeError, TypeError) as err:  # an unknown name or option, or weights of another architecture
+    except (RuntimeError, TypeError, OSError, pickle.UnpicklingError) as err:
+        if isinstance(err, TypeError) or "Invalid pretrained tag" in str(err) or not (pretrained or pretrained_file):
+            raise ConfigError(f"timm cannot build encoder {config.encoder!r}: {_error_detail(err)}") from err
+        # The weights: another architecture's, unreachable (offline), or a pickle that would run code.
+        where = f"pretrained weights {pretrained_file}" if pretrained_file else "timm's pretrained weights"
         if "loading state_dict" in str(err):
             raise ConfigError(f"{where} do not fit encoder {config.encoder!r}: {_error_detail(err)}") from err
-        raise ConfigError(f"timm cannot build encoder {config.encoder!r}: {_error_detail(err)}") from err
-    except (OSError, pickle.UnpicklingError) as err:  # no network, no cached file, or an unsafe pickle
         hint = "" if pretrained_file else " (offline? pass a local timm checkpoint as pretrained_file / --pretrained-file)"
         raise ConfigError(f"cannot load {where} for {config.encoder!r}: {_error_detail(err)}{hint}") from err
 
