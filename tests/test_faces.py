@@ -3,9 +3,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import cv2
-
 import numpy as np
-import pandas as pd
 import pytest
 
 from preprocessing.detect import FaceDetector, detection_scale

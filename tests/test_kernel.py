@@ -132,7 +132,7 @@ def test_budget_separates_fixed_and_per_frame_cost():
 def test_full_run_writes_a_complete_submission_and_consistent_details(folder, ensemble, tmp_path, caplog):
     out = tmp_path / "sub" / "submission.csv"
     settings = predict.Settings(frames=4, workers=0)
-    details = predict.run(named(folder), ensemble, out, settings)
+    predict.run(named(folder), ensemble, out, settings)
 
     expected = ["183.mp4", "183_253.mp4", "469.mp4", "broken.mp4"]
     assert videos_in(folder) == expected
