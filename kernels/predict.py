@@ -245,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
                         video_timeout=args.video_timeout, detector=detector_settings(args))
     log.info("%d videos, %d model(s) %s, %s, strategy %s", len(named), len(ensemble.names), ensemble.names,
              ensemble.precision, settings.strategy)
-    details = run(named, ensemble, args.out, settings, args.fresh, started)
+    try:
+        details = run(named, ensemble, args.out, settings, args.fresh, started)
+    except OSError as err:  # a read-only folder, a full disk: earlier outputs stay as they were
+        log.error("cannot write the outputs beside %s: %s", args.out, err)
+        return 3
     log.info("wrote %s (%d rows) and %s: %d scored, %d got the prior", args.out, len(details),
              details_path(args.out), int((details["status"] == "ok").sum()), int((details["status"] != "ok").sum()))
     return 0

@@ -64,6 +64,7 @@ def extract_video(path: Path, out_dir: Path, detector: FaceDetector, frames: int
         "height": height,
         "frame_count": sampled.frame_count,
         "fps": sampled.fps,
+        "scale": sampled.scale,
         "frames": sampled.indices.tolist(),
         "margin": margin,
         "tracks": len({f.track for f in faces}),
@@ -122,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", err)
         return 2
     detector = FaceDetector(**detector_settings(args))
-    summary = run(videos, root, args.out, detector, args.frames, args.margin, args.overwrite)
+    try:
+        summary = run(videos, root, args.out, detector, args.frames, args.margin, args.overwrite)
+    except OSError as err:  # a read-only folder, a full disk: finished videos stay done
+        log.error("cannot write to %s: %s", args.out, err)
+        return 3
     log.info("%s; output in %s", summary.line(), os.fspath(args.out))
     return 0
 

@@ -55,3 +55,11 @@ def lie_about_length(src: Path, dst: Path, frames: int) -> Path:
     struct.pack_into("<I", data, data.find(b"strh") + 8 + 32, frames)
     dst.write_bytes(bytes(data))
     return dst
+
+
+def sideways_copy(frames, path: Path) -> Path:
+    """The frames stored turned 90° counter-clockwise with a 90° clockwise display rotation, as a
+    phone records a portrait clip: shown as meant, they are upright again."""
+    write_clip(path, [cv2.cvtColor(cv2.rotate(im, cv2.ROTATE_90_COUNTERCLOCKWISE), cv2.COLOR_RGB2BGR)
+                      for im in frames.images])
+    return rotate_clip(path, path.with_name("rotated_" + path.name))

@@ -64,8 +64,8 @@ def detector():
 
 #: Frame-aligned FF++ c40 pairs for ``prepared_dir``: (original, group, fold, fakes as ``Method/X_Y``).
 PREPARED_SOURCES = (
-    ("183", "183_253", 0, ("Deepfakes/183_253", "FaceSwap/183_253", "NeuralTextures/183_253")),
-    ("481", "469_481", 1, ("Deepfakes/481_469",)),
+    ("183", "ffpp:youtube:183", 0, ("Deepfakes/183_253", "FaceSwap/183_253", "NeuralTextures/183_253")),
+    ("481", "ffpp:youtube:469", 1, ("Deepfakes/481_469",)),
 )
 
 
@@ -142,3 +142,15 @@ def prepared_dir(data_dir: Path, tmp_path_factory) -> Path:
     folds 0 and 1, 4 fakes cropped with their originals' boxes, with difference masks and landmarks.
     Shared by the session: copy it before changing it."""
     return build_prepared(data_dir, tmp_path_factory.mktemp("prepared"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread: tiny models gain nothing from more, and two OpenMP threads
+    spin against each other on a busy 2-core machine (measured: 0.06 s vs 8 s for one training step)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,8 +1,6 @@
 """Real MTCNN on real clips: scale rule, boxes, landmarks, tracks and margins."""
 from functools import lru_cache
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -11,7 +9,7 @@ from preprocessing.faces import find_faces
 from preprocessing.geometry import box_iou, expand_box
 from preprocessing.tracks import link_tracks
 from preprocessing.video import Frames, read_frames
-from tests.clips import rotate_clip, write_clip
+from tests.clips import sideways_copy
 from tests.conftest import find_data
 
 DATA = find_data()
@@ -71,14 +69,6 @@ def test_fakes_are_cropped_where_their_originals_are(data_dir, labels):
         assert np.median(ious) >= 0.8 and ious.min() >= 0.7, (fake.path, ious.round(2))
         checked += 1
     assert checked >= 15
-
-
-def sideways_copy(frames: Frames, path: Path) -> Path:
-    """The frames stored turned 90° counter-clockwise with a 90° clockwise display rotation, as a
-    phone records a portrait clip: shown as meant, they are upright again."""
-    write_clip(path, [cv2.cvtColor(cv2.rotate(im, cv2.ROTATE_90_COUNTERCLOCKWISE), cv2.COLOR_RGB2BGR)
-                      for im in frames.images])
-    return rotate_clip(path, path.with_name("rotated_" + path.name))
 
 
 def assert_upright_faces(frames: Frames, faces: list) -> None:
