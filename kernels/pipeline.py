@@ -134,7 +134,7 @@ def iterate_faces(
                 pool = start_pool()
                 for name in stuck:
                     _, _, frames, _ = pending.pop(name)
-                    yield VideoFaces(name, frames, error=f"not finished after {video_timeout:.0f} s (decoder hung or worker died)")
+                    yield VideoFaces(name, frames, error=f"not finished after {video_timeout:g} s (decoder hung or worker died)")
                 for name, (_, path, frames, _) in list(pending.items()):
                     pending[name] = (pool.apply_async(_work, (name, str(path), frames, margin)), path, frames, time.monotonic())
             if not finished:

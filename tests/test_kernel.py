@@ -1,5 +1,6 @@
 """The inference kernel: aggregation rules, the time budget, and whole runs on real clips."""
 import json
+import math
 import os
 import shutil
 import signal
@@ -251,3 +252,16 @@ def test_shards_split_deterministically_and_cover_every_video():
     assert parts[1] == predict.shard(videos, "1/3")
     with pytest.raises(ValueError, match="i/n"):
         predict.shard(videos, "3/3")
+
+
+def test_a_video_that_does_not_finish_in_time_gets_an_error_and_the_run_goes_on(data_dir):
+    from kernels.pipeline import iterate_faces
+
+    videos = [(f"v{i}.mp4", data_dir / CLIPS[0]) for i in range(3)]
+    start = time.monotonic()
+    # the spawned worker cannot even start within 0.2 s: every video times out, and the pool restarts
+    results = list(iterate_faces(videos, lambda left: 4, lambda: math.inf, {}, 0.3, workers=1,
+                                 queue_size=1, video_timeout=0.2))
+    assert [r.filename for r in results] == ["v0.mp4", "v1.mp4", "v2.mp4"]
+    assert all(r.error == "not finished after 0.2 s (decoder hung or worker died)" for r in results)
+    assert time.monotonic() - start < 30
