@@ -62,85 +62,31 @@ def detector():
     return FaceDetector()
 
 
-#: Frame-aligned FF++ c40 pairs for ``prepared_dir``: (original, group, fold, fakes as ``Method/X_Y``).
-PREPARED_SOURCES = (
-    ("183", "ffpp:youtube:183", 0, ("Deepfakes/183_253", "FaceSwap/183_253", "NeuralTextures/183_253")),
-    ("481", "ffpp:youtube:469", 1, ("Deepfakes/481_469",)),
+#: Frame-aligned FF++ c40 clips for ``prepared_dir``: two originals and four fakes cropped with their boxes.
+PREPARED_CLIPS = (
+    "original_sequences/youtube/c40/videos/183.mp4",
+    "manipulated_sequences/Deepfakes/c40/videos/183_253.mp4",
+    "manipulated_sequences/FaceSwap/c40/videos/183_253.mp4",
+    "manipulated_sequences/NeuralTextures/c40/videos/183_253.mp4",
+    "original_sequences/youtube/c40/videos/481.mp4",
+    "manipulated_sequences/Deepfakes/c40/videos/481_469.mp4",
 )
 
 
-def build_prepared(data_dir: Path, out: Path, frames: int = 2) -> Path:
-    """Write a small prepared folder that follows the README's prepared-data contract, from real data.
+def build_prepared(data_dir: Path, folder: Path, frames: int = 2) -> Path:
+    """Run ``preprocessing.prepare`` on :data:`PREPARED_CLIPS` (linked under ``folder/ffpp``) into
+    ``folder/prepared`` and return that: 2 originals in folds 0 and 1, 4 fakes cropped with their
+    originals' boxes, with difference masks and landmarks."""
+    from preprocessing.prepare import PrepareConfig, prepare
 
-    MTCNN (training thresholds) finds the faces on ``frames`` frames of each original in
-    :data:`PREPARED_SOURCES`; every fake is cropped with its original's boxes on the same frames, and
-    its difference mask is where the blurred crops differ by more than 20 levels in some channel.
-    """
-    import cv2
-    import numpy as np
-
-    from preprocessing.detect import TRAINING_THRESHOLDS, FaceDetector
-    from preprocessing.faces import find_faces
-    from preprocessing.fileio import atomic_write, write_json, write_png
-    from preprocessing.video import read_frames
-
-    detector = FaceDetector(thresholds=TRAINING_THRESHOLDS)
-    root = data_dir / "ffpp"
-    videos, crops = [], []
-
-    def add_video(video_id, clip, label, original, method, group, fold):
-        videos.append({
-            "video": video_id, "path": str(root / f"{video_id}.mp4"), "label": label, "original": original,
-            "dataset": "ffpp", "method": method, "group": group, "fold": fold, "frame_count": clip.frame_count,
-            "width": clip.images[0].shape[1], "height": clip.images[0].shape[0], "status": "ok",
-            "boxes_from": "original" if label else "self",
-        })
-
-    def add_crop(video_id, face, crop, label, group, fold, mask="", real_crop=""):
-        name = f"crops/{video_id}/{face.frame:05d}_{face.track}"
-        write_png(out / f"{name}.png", crop)
-        landmarks = {f"lm{i}_{axis}": round(float(v), 2)
-                     for i, point in enumerate(face.crop_landmarks) for axis, v in zip("xy", point)}
-        crops.append({"video": video_id, "crop": f"{name}.png", "mask": mask, "real_crop": real_crop,
-                      "frame": face.frame, "track": face.track, "label": label, "group": group, "fold": fold,
-                      **landmarks})
-        return f"{name}.png"
-
-    for original, group, fold, fakes in PREPARED_SOURCES:
-        original_id = f"original_sequences/youtube/c40/videos/{original}"
-        real = read_frames(root / f"{original_id}.mp4", frames)
-        faces = find_faces(real, detector)
-        add_video(original_id, real, 0, "", "", group, fold)
-        real_paths = [add_crop(original_id, face, face.crop, 0, group, fold) for face in faces]
-        for fake in fakes:
-            method = fake.split("/")[0]
-            fake_id = f"manipulated_sequences/{method}/c40/videos/{fake.split('/')[1]}"
-            clip = read_frames(root / f"{fake_id}.mp4", frames)
-            assert list(clip.indices) == list(real.indices), f"{fake_id} is not frame-aligned with {original_id}"
-            add_video(fake_id, clip, 1, original_id, method, group, fold)
-            for face, real_path in zip(faces, real_paths):
-                x1, y1, x2, y2 = face.crop_box
-                crop = clip.images[list(clip.indices).index(face.frame)][y1:y2, x1:x2]
-                blurred = [cv2.GaussianBlur(c, (5, 5), 0).astype(np.int16) for c in (face.crop, crop)]
-                mask = np.where(np.abs(blurred[0] - blurred[1]).max(axis=2) > 20, 255, 0).astype(np.uint8)
-                mask_path = f"crops/{fake_id}/{face.frame:05d}_{face.track}_mask.png"
-                write_png(out / mask_path, mask)
-                add_crop(fake_id, face, crop, 1, group, fold, mask_path, real_path)
-
-    for name, rows in (("videos.csv", videos), ("crops.csv", crops)):
-        with atomic_write(out / name, "w", newline="") as f:
-            pd.DataFrame(rows).to_csv(f, index=False)
-    write_json(out / "config.json", {"dataset": "ffpp", "root": str(root), "frames": frames, "margin": 0.3,
-                                     "thresholds": list(TRAINING_THRESHOLDS), "built_by": "tests/conftest.py"})
-    write_json(out / "summary.json", {"videos": len(videos), "crops": len(crops), "failed": []})
-    return out
+    root = link_tree(data_dir / "ffpp", folder / "ffpp", PREPARED_CLIPS)
+    prepare(PrepareConfig("ffpp", str(root), str(folder / "prepared"), frames=frames, folds=2, workers=0))
+    return folder / "prepared"
 
 
 @pytest.fixture(scope="session")
 def prepared_dir(data_dir: Path, tmp_path_factory) -> Path:
-    """A small prepared folder (the README's contract) built from real FF++ c40 pairs: 2 originals in
-    folds 0 and 1, 4 fakes cropped with their originals' boxes, with difference masks and landmarks.
-    Shared by the session: copy it before changing it."""
+    """:func:`build_prepared` at 2 frames, shared by the session: copy it before changing it."""
     return build_prepared(data_dir, tmp_path_factory.mktemp("prepared"))
 
 
