@@ -78,7 +78,8 @@ class DeepfakeClassifier(nn.Module):
         return self.head(self.dropout(self.encoder(images))).squeeze(1)
 
 
-def build_model(config: ModelConfig, pretrained: bool = False, pretrained_file: str | os.PathLike | None = None) -> DeepfakeClassifier:
+def build_model(config: ModelConfig, pretrained: bool = False,
+                pretrained_file: str | os.PathLike | None = None) -> DeepfakeClassifier:
     """Build the classifier; ``pretrained`` fetches timm's ImageNet weights for the encoder (needs a
     network), ``pretrained_file`` loads them from a local timm checkpoint instead (offline machines).
     Raises :class:`ConfigError` naming the encoder and the cause."""
@@ -104,7 +105,7 @@ def _create_encoder(config: ModelConfig, pretrained: bool, pretrained_file: str 
         where = f"pretrained weights {pretrained_file}" if pretrained_file else "timm's pretrained weights"
         if "loading state_dict" in str(err):
             raise ConfigError(f"{where} do not fit encoder {config.encoder!r}: {_error_detail(err)}") from err
-        hint = "" if pretrained_file else " (offline? pass a local timm checkpoint as pretrained_file / --pretrained-file)"
+        hint = "" if pretrained_file else " (offline? pass a local timm checkpoint as --pretrained-file)"
         raise ConfigError(f"cannot load {where} for {config.encoder!r}: {_error_detail(err)}{hint}") from err
 
 
@@ -119,7 +120,9 @@ def to_batch(crops: Sequence[np.ndarray], config: ModelConfig) -> torch.Tensor:
     """RGB uint8 face crops -> a normalised (B, 3, S, S) float tensor, resized and padded the one way
     training validation and the kernel share (:func:`preprocessing.geometry.resize_and_pad`)."""
     size = config.input_size
-    batch = np.stack([resize_and_pad(crop, size) for crop in crops]) if len(crops) else np.zeros((0, size, size, 3), np.uint8)
+    if not len(crops):
+        return torch.zeros((0, 3, size, size))
+    batch = np.stack([resize_and_pad(crop, size) for crop in crops])
     tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(config.mean).view(1, 3, 1, 1)
     std = torch.tensor(config.std).view(1, 3, 1, 1)

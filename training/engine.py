@@ -1,0 +1,198 @@
+"""The training and validation loops: one epoch of optimisation, per-video validation metrics, precision.
+
+Batches are dicts as the datasets yield them: ``image`` (B, 3, S, S) float, normalised; ``target`` (B,)
+float in [0, 1] (1 = fake; mixup and clipped targets lie in between, > 0.5 counts as fake); ``video``
+(B,) video ids. Validation scores a video by the mean of its crops' probabilities, as the kernel does.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import log_loss, roc_auc_score
+from torch import nn
+from tqdm import tqdm
+
+from . import distributed
+from .checkpoint import unwrap
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a model computes on ``device``: autocast to ``dtype`` (None = plain fp32) and whether images
+    and weights use the ``channels_last`` memory format."""
+
+    device: torch.device
+    dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    @classmethod
+    def resolve(cls, name: str, device: str | torch.device, channels_last: bool = False) -> "Precision":
+        """``name`` is one of :data:`PRECISIONS`. ``auto`` means bf16 on CUDA devices that support it,
+        fp16 on older ones, and fp32 on the CPU (ask for ``bf16`` there explicitly where it is faster)."""
+        device = torch.device(device)
+        if name not in PRECISIONS:
+            raise ValueError(f"precision {name!r}: expected one of {PRECISIONS}")
+        if name == "auto":
+            if device.type == "cuda":
+                name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                name = "fp32"
+        if name == "fp16" and device.type != "cuda":
+            raise ValueError(f"precision fp16 needs CUDA (device is {device}); use bf16 or fp32 on the CPU")
+        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+        return cls(device, dtype, channels_last)
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        """Move a batch of images to the device, in the chosen memory format."""
+        images = images.to(self.device, non_blocking=True)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+    def model(self, model: nn.Module) -> nn.Module:
+        """Move a model to the device, in the chosen memory format."""
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """A gradient scaler, active for fp16 only (bf16 and fp32 need none)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.dtype is torch.float16)
+
+
+def balanced_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The DFDC winner's loss: binary cross-entropy averaged over the batch's fakes (target > 0.5) and
+    over its reals separately, then the mean of the two, so each class weighs half whatever the mix.
+    Computed in fp32."""
+    losses = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
+    fake = targets > 0.5
+    return torch.stack([losses[part].mean() for part in (fake, ~fake) if part.any()]).mean()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[dict[str, Any]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    precision: Precision,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    clip_grad_norm: float | None = None,
+    ema: nn.Module | None = None,
+    step: int = 0,
+    total: int | None = None,
+    desc: str = "train",
+) -> dict[str, float]:
+    """One pass of optimisation over ``batches``, stepping ``scheduler`` every iteration.
+
+    ``step`` is the number of optimizer steps taken before (it drives the EMA's warm-up); ``total`` the
+    number of batches, for the progress bar. Returns ``loss`` (mean over iterations and ranks), ``step``
+    (after the epoch), ``images`` (seen by all ranks), ``seconds`` and ``images_per_s``.
+    """
+    scaler = scaler or precision.scaler()
+    model.train()
+    losses: list[float] = []
+    images_seen = 0
+    start = time.perf_counter()
+    bar = tqdm(batches, total=total, desc=desc, disable=not distributed.is_primary(), leave=False)
+    for batch in bar:
+        images = precision.images(batch["image"])
+        targets = batch["target"].to(precision.device, non_blocking=True)
+        with precision.autocast():
+            logits = model(images)
+        loss = balanced_bce(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if clip_grad_norm:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step += 1
+        if ema is not None:
+            ema.update(unwrap(model), step=step)
+        losses.append(loss.item())
+        images_seen += len(images)
+        bar.set_postfix(loss=f"{np.mean(losses):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
+    seconds = time.perf_counter() - start
+    images_seen *= distributed.world_size()
+    return {
+        "loss": distributed.mean(np.mean(losses)) if losses else math.nan,
+        "step": step,
+        "images": images_seen,
+        "seconds": seconds,
+        "images_per_s": images_seen / seconds if seconds > 0 else math.nan,
+    }
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Iterable[dict[str, Any]], precision: Precision,
+            desc: str = "val") -> pd.DataFrame:
+    """Per-crop probabilities of being fake, gathered from all ranks: columns ``video``, ``target``, ``prob``.
+
+    Pass the bare model (not its DDP wrapper): ranks may hold different numbers of batches.
+    """
+    model.eval()
+    videos: list[str] = []
+    targets: list[float] = []
+    probs: list[float] = []
+    for batch in tqdm(loader, desc=desc, disable=not distributed.is_primary(), leave=False):
+        with precision.autocast():
+            logits = model(precision.images(batch["image"]))
+        probs.extend(torch.sigmoid(logits.float()).cpu().tolist())
+        targets.extend(batch["target"].float().tolist())
+        videos.extend(batch["video"])
+    parts = distributed.gather((videos, targets, probs))
+    return pd.DataFrame({
+        "video": [v for part in parts for v in part[0]],
+        "target": [t for part in parts for t in part[1]],
+        "prob": [p for part in parts for p in part[2]],
+    })
+
+
+def video_metrics(videos: Sequence[str], targets: Sequence[float],
+                  probs: Sequence[float]) -> tuple[dict[str, float], pd.DataFrame]:
+    """Score videos by the mean probability of their crops and measure them.
+
+    Returns the metrics — ``logloss_real`` and ``logloss_fake`` (log-loss over the real and over the
+    fake videos; NaN when there are none), ``logloss`` (the mean of the two, the DFDC winner's
+    selection metric, blind to the real/fake ratio of the fold), ``auc`` (NaN with a single class) and
+    ``videos`` — and the per-video table (``video``, ``label`` 0/1, ``prob``, ``crops``).
+    """
+    crops = pd.DataFrame({"video": list(videos), "target": np.asarray(targets, float),
+                          "prob": np.asarray(probs, float)})
+    if crops.empty:
+        raise ValueError("no validation crops to score")
+    table = crops.groupby("video", sort=True).agg(target=("target", "mean"), prob=("prob", "mean"),
+                                                  crops=("prob", "size")).reset_index()
+    table.insert(1, "label", (table.pop("target") > 0.5).astype(int))
+    losses = {}
+    for name, label in (("real", 0), ("fake", 1)):
+        part = table[table.label == label]
+        losses[name] = log_loss(part.label, part.prob, labels=[0, 1]) if len(part) else math.nan
+    both = [v for v in losses.values() if not math.isnan(v)]
+    metrics = {
+        "logloss": float(np.mean(both)),
+        "logloss_real": float(losses["real"]),
+        "logloss_fake": float(losses["fake"]),
+        "auc": float(roc_auc_score(table.label, table.prob)) if table.label.nunique() == 2 else math.nan,
+        "videos": len(table),
+    }
+    return metrics, table

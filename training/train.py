@@ -1,0 +1,481 @@
+"""Train a deepfake classifier on one fold of prepared crops, the DFDC winner's way.
+
+    python -m training.train --config training/configs/cpu_demo.json --data PREPARED --fold 0 [--out DIR]
+    torchrun --nproc_per_node 4 -m training.train --config training/configs/efficientnet_b7.json \
+        --data PREPARED --fold 0
+
+The other folds train; fold ``K`` validates, per video. ``--out`` (default ``runs/<config>-fold<K>``)
+receives ``config.json`` (the resolved settings), ``last.pt`` (every epoch, with the optimizer, scheduler
+and history: what ``--resume`` continues from), ``best.pt`` (the epoch with the lowest validation
+log-loss; no optimizer state), ``best_videos.csv`` (its per-video scores), ``metrics.csv`` (one row per
+epoch) and ``curves.png``. Every file is written atomically, by rank 0 only.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import io
+import json
+import logging
+import math
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import timm
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from timm.layers import convert_sync_batchnorm
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from preprocessing.fileio import atomic_write, write_json
+from preprocessing.logs import configure_logging
+
+from . import distributed
+from .augment import train_pipeline
+from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint, weights_mismatch
+from .dataset import CropDataset, PreparedDataError
+from .dropout import StructuredDropout
+from .engine import PRECISIONS, Precision, predict, train_one_epoch, video_metrics
+from .zoo import ConfigError, DeepfakeClassifier, ModelConfig, build_model, strict_fields
+
+logger = logging.getLogger("training.train")  # the same name under python -m
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("poly", "cosine", "constant")
+#: The augmentation probabilities a config may set (the arguments of :func:`train_pipeline` after ``size``).
+AUGMENTATIONS = tuple(inspect.signature(train_pipeline).parameters)[1:]
+#: Train settings that may change when a run resumes (everything else must match the checkpoint).
+RESUMABLE_CHANGES = ("workers",)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. ``batch_size`` is per process; ``iterations`` is the number of optimizer steps per
+    epoch (None: one pass over the training crops); ``lr`` follows ``schedule`` ("poly": ``lr·(1 - t/T)^
+    poly_power``, "cosine" or "constant") over all T steps, updated every step. ``precision`` is one of
+    "auto" (bf16 on CUDA, fp16 where bf16 is missing, fp32 on the CPU), "fp32", "bf16", "fp16" (CUDA
+    only). ``ema_decay`` keeps an exponential moving average of the weights, which is then what is
+    validated and saved. ``sync_bn`` synchronises batch norm across CUDA processes. ``pretrained``
+    starts the encoder from timm's ImageNet weights."""
+
+    epochs: int
+    batch_size: int
+    iterations: int | None = None
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    schedule: str = "poly"
+    poly_power: float = 0.9
+    clip_grad_norm: float | None = 1.0
+    precision: str = "auto"
+    channels_last: bool = False
+    ema_decay: float | None = None
+    sync_bn: bool = False
+    pretrained: bool = False
+    workers: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        problems = [
+            text for bad, text in (
+                (not _positive_int(self.epochs), "epochs must be an int > 0"),
+                (not _positive_int(self.batch_size), "batch_size must be an int > 0"),
+                (self.iterations is not None and not _positive_int(self.iterations),
+                 "iterations must be null or an int > 0"),
+                (self.optimizer not in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+                (self.schedule not in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+                (self.precision not in PRECISIONS, f"precision must be one of {PRECISIONS}"),
+                (not self.lr > 0, "lr must be > 0"),
+                (not 0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+                (self.weight_decay < 0, "weight_decay must be >= 0"),
+                (self.clip_grad_norm is not None and not self.clip_grad_norm > 0, "clip_grad_norm must be null or > 0"),
+                (self.ema_decay is not None and not 0 < self.ema_decay < 1, "ema_decay must be null or in (0, 1)"),
+                (not isinstance(self.workers, int) or self.workers < 0, "workers must be an int >= 0"),
+            ) if bad
+        ]
+        if problems:
+            raise ConfigError(f"train config: {'; '.join(problems)}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        return cls(**strict_fields(cls, values, "train config"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How training crops are drawn (see :class:`training.dataset.CropDataset`): ``balance`` as many
+    fakes as reals each epoch; blend a fake with its aligned real with probability ``mixup``; clip
+    training targets to ``[clip_targets, 1 - clip_targets]`` (the winner's 0.01); ``dropout``: the
+    :class:`training.dropout.StructuredDropout` probabilities to change (null: no structured dropout);
+    ``augment``: the :func:`training.augment.train_pipeline` probabilities to change. Validation crops
+    are never augmented, balanced or clipped."""
+
+    balance: bool = True
+    mixup: float = 0.0
+    clip_targets: float | None = 0.01
+    dropout: dict[str, float] | None = field(default_factory=dict)
+    augment: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not 0 <= self.mixup <= 1 or (self.clip_targets is not None and not 0 <= self.clip_targets < 0.5):
+            raise ConfigError("data config: mixup must be in [0, 1], clip_targets null or in [0, 0.5)")
+        if self.dropout is not None:
+            strict_fields(StructuredDropout, self.dropout, "data config: dropout")
+        unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
+        if unknown:
+            raise ConfigError(f"data config: augment: unknown key(s) {unknown}; valid keys are {sorted(AUGMENTATIONS)}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DataConfig":
+        return cls(**strict_fields(cls, values, "data config"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A config file: ``model`` (:class:`ModelConfig`), ``train`` (:class:`TrainConfig`) and ``data``
+    (:class:`DataConfig`) sections."""
+
+    model: ModelConfig
+    train: TrainConfig
+    data: DataConfig = DataConfig()
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        strict_fields(cls, values, "config")
+        missing = [k for k in ("model", "train") if k not in values]
+        if missing:
+            raise ConfigError(f"config: missing section(s) {missing}")
+        return cls(ModelConfig.from_dict(values["model"]), TrainConfig.from_dict(values["train"]),
+                   DataConfig.from_dict(values.get("data", {})))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "train": self.train.to_dict(), "data": self.data.to_dict()}
+
+
+def make_datasets(root: str | os.PathLike, fold: int | None, config: RunConfig) -> tuple[CropDataset, CropDataset]:
+    """The training crops (every fold but ``fold``, augmented as ``config.data`` says) and the
+    validation crops (fold ``fold``, as the kernel sees them) of a prepared folder. ``fold=None``
+    trains and validates on every crop: a check that a model can learn them, not a validation."""
+    data = config.data
+    dropout = StructuredDropout(**data.dropout) if data.dropout is not None else None
+    train = CropDataset(root, config.model, fold, train=True, balance=data.balance, dropout=dropout,
+                        pipeline=train_pipeline(config.model.input_size, **data.augment), mixup=data.mixup,
+                        clip_targets=data.clip_targets, seed=config.train.seed)
+    return train, CropDataset(root, config.model, fold, train=False)
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Read a JSON config file; unknown keys and impossible values raise :class:`ConfigError` naming the file."""
+    path = Path(path)
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    except (ConfigError, TypeError) as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+@dataclass
+class Run:
+    """What :func:`fit` returns: the trained ``model`` (last epoch; its EMA when enabled; eval mode)
+    and the ``history`` of per-epoch metrics, also in ``metrics.csv``."""
+
+    model: DeepfakeClassifier
+    history: list[dict[str, Any]]
+
+
+def fit(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    train_set: Dataset,
+    val_set: Dataset,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    pretrained_file: str | os.PathLike | None = None,
+    info: dict[str, Any] | None = None,
+) -> Run:
+    """Train on ``train_set``, validate on ``val_set`` every epoch, write the run's files in ``out``.
+
+    Datasets yield dicts with ``image`` (3, S, S normalised float), ``target`` (float, 1 = fake) and
+    ``video`` (id); a dataset with a ``set_epoch(n)`` method is told each new pass (to rebalance or
+    reshuffle). Under ``torchrun`` every process calls this and trains data-parallel. ``resume``
+    continues the run in ``out`` from ``last.pt``; without it, ``out`` must not hold a run.
+    ``info`` (data folder, fold...) is recorded in ``config.json``.
+    """
+    out = Path(out)
+    cfg = train_config
+    with distributed.session() as ctx:
+        if not resume:
+            _check_fresh(out)
+        state = _resume_state(out, model_config, cfg, ctx.world_size) if resume else None
+        precision = Precision.resolve(cfg.precision, ctx.device, cfg.channels_last)
+        model, ema = _models(model_config, cfg, ctx, precision, pretrained_file, state, out / "last.pt")
+        train_loader, val_loader = _loaders(train_set, val_set, cfg, ctx)
+        iterations = cfg.iterations or len(train_loader)
+        optimizer = _optimizer(cfg, model)
+        scheduler = _scheduler(cfg, optimizer, cfg.epochs * iterations)
+        scaler = precision.scaler()
+        if state:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+        net = model
+        if ctx.distributed:
+            net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+        evaluated = ema.module if ema is not None else model
+        history: list[dict[str, Any]] = list(state["history"]) if state else []
+        step = state["step"] if state else 0
+        start = state["epoch"] + 1 if state else 0
+        if ctx.primary:
+            write_json(out / "config.json", {
+                "model": model_config.to_dict(), "train": cfg.to_dict(), **(info or {}),
+                "world_size": ctx.world_size, "device": str(ctx.device), "precision": precision.name,
+                "versions": {"torch": torch.__version__, "timm": timm.__version__},
+            })
+            logger.info("%s on %d x %s (%s): %d training and %d validation crops, %d steps per epoch, %s",
+                        model_config.encoder, ctx.world_size, ctx.device, precision.name, len(train_set), len(val_set),
+                        iterations, f"epochs {start}-{cfg.epochs - 1}" if start < cfg.epochs else "all epochs done")
+        for epoch in range(start, cfg.epochs):
+            _seed(cfg.seed, epoch, ctx.rank)
+            lr = optimizer.param_groups[0]["lr"]
+            batches = _epoch_batches(train_loader, epoch, iterations)
+            stats = train_one_epoch(net, batches, optimizer, scheduler, precision, scaler=scaler,
+                                    clip_grad_norm=cfg.clip_grad_norm, ema=ema, step=step, total=iterations,
+                                    desc=f"epoch {epoch}")
+            step = stats["step"]
+            distributed.sync_state(evaluated)
+            crops = predict(evaluated, val_loader, precision, desc=f"val {epoch}")
+            metrics, videos = video_metrics(crops.video, crops.target, crops.prob)
+            row = {"epoch": epoch, "lr": lr, "train_loss": stats["loss"], **{f"val_{k}": v for k, v in metrics.items()},
+                   "images_per_s": stats["images_per_s"], "train_seconds": stats["seconds"]}
+            best_before = min((r["val_logloss"] for r in history), default=math.inf)
+            history.append(row)
+            if ctx.primary:
+                _save_epoch(out, evaluated, model if ema is not None else None, row, history, videos,
+                            is_best=row["val_logloss"] < best_before, cfg=cfg, step=step, world_size=ctx.world_size,
+                            optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+                logger.info("epoch %d: lr %.3g, train loss %.4f, val log-loss %.4f (real %.4f, fake %.4f), AUC %.3f, "
+                            "%.1f images/s%s", epoch, lr, row["train_loss"], row["val_logloss"],
+                            row["val_logloss_real"], row["val_logloss_fake"], row["val_auc"], row["images_per_s"],
+                            " (best)" if row["val_logloss"] < best_before else "")
+            distributed.barrier()
+        return Run(evaluated.eval(), history)
+
+
+def _check_fresh(out: Path) -> None:
+    if (out / "last.pt").exists():
+        raise ConfigError(f"{out} already holds a run (last.pt): pass --resume to continue it, or choose another --out")
+
+
+def _models(model_config: ModelConfig, cfg: TrainConfig, ctx: distributed.Context, precision: Precision,
+            pretrained_file: str | os.PathLike | None, state: dict[str, Any] | None,
+            state_path: Path) -> tuple[nn.Module, Any]:
+    """The model to train, on the device, and its EMA (or None): fresh (the same initial weights on every
+    rank), or with the weights of the checkpoint ``state`` (read from ``state_path``) being resumed."""
+    _seed(cfg.seed, 0, 0)
+    model = build_model(model_config, pretrained=cfg.pretrained and not state,
+                        pretrained_file=None if state else pretrained_file)
+    if state:
+        weights = state.get("train_weights", state["state_dict"])
+        mismatch = weights_mismatch(model, weights)
+        if mismatch:
+            raise CheckpointError(f"{state_path}: weights do not fit {model_config.encoder}: {mismatch}")
+        model.load_state_dict(weights, strict=True)
+    if cfg.sync_bn and ctx.distributed and ctx.device.type == "cuda":
+        model = convert_sync_batchnorm(model)
+    model = precision.model(model)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay else None
+    if ema is not None and state:
+        ema.module.load_state_dict(state["state_dict"], strict=True)
+    return model, ema
+
+
+def _resume_state(out: Path, model_config: ModelConfig, cfg: TrainConfig, world_size: int) -> dict[str, Any]:
+    """The checkpoint to continue from, checked against the config of the run being resumed."""
+    path = out / "last.pt"
+    if not path.is_file():
+        raise ConfigError(f"{out}: nothing to resume (no last.pt); drop --resume to start a new run")
+    state = read_checkpoint(path)
+    saved = {**{f"model.{k}": v for k, v in state["model"].items()},
+             **{f"train.{k}": v for k, v in state.get("train", {}).items()}}
+    wanted = {**{f"model.{k}": v for k, v in model_config.to_dict().items()},
+              **{f"train.{k}": v for k, v in cfg.to_dict().items()}}
+    changed = sorted(k for k in saved.keys() | wanted.keys()
+                     if saved.get(k) != wanted.get(k) and k.split(".", 1)[1] not in RESUMABLE_CHANGES)
+    if changed:
+        raise ConfigError(f"{path}: cannot resume with a different config: "
+                          + ", ".join(f"{k} {saved.get(k)!r} -> {wanted.get(k)!r}" for k in changed))
+    if distributed.is_primary():
+        if state.get("world_size") != world_size:
+            logger.warning("%s was trained by %s processes, resuming with %d: the data order changes", path,
+                           state.get("world_size"), world_size)
+        logger.info("resuming %s after epoch %d (step %d)", out, state["epoch"], state["step"])
+    return state
+
+
+def _seed(seed: int, epoch: int, rank: int) -> None:
+    """Seed every generator from (seed, epoch, rank): each epoch is reproducible on its own, so a resumed
+    run draws what an uninterrupted one would have (DataLoader workers are seeded from torch's generator)."""
+    value = int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def _loaders(train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
+             ctx: distributed.Context) -> tuple[DataLoader, DataLoader]:
+    if len(val_set) == 0:
+        raise ConfigError("the validation fold holds no crops")
+    sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True)
+    common = {"num_workers": cfg.workers, "pin_memory": ctx.device.type == "cuda"}
+    train = DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=True, **common)
+    if len(train) == 0:
+        raise ConfigError(f"{len(train_set)} training crops make no full batch of {cfg.batch_size} per process "
+                          f"on {ctx.world_size} process(es)")
+    # Validation shards the crops over the ranks without DistributedSampler's padding (no crop counted twice).
+    val = DataLoader(val_set, cfg.batch_size * 2, sampler=range(ctx.rank, len(val_set), ctx.world_size), **common)
+    return train, val
+
+
+def _epoch_batches(loader: DataLoader, epoch: int, iterations: int) -> Iterator[dict[str, Any]]:
+    """``iterations`` batches for ``epoch``: passes over ``loader``, each shuffled afresh, cut at the count."""
+    passes = math.ceil(iterations / len(loader))
+    taken = 0
+    for repeat in range(passes):
+        n = epoch * passes + repeat
+        loader.sampler.set_epoch(n)
+        if hasattr(loader.dataset, "set_epoch"):
+            loader.dataset.set_epoch(n)
+        for batch in loader:
+            yield batch
+            taken += 1
+            if taken == iterations:
+                return
+
+
+def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer,
+               total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=total_steps, power=cfg.poly_power)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def _save_epoch(out: Path, evaluated: nn.Module, raw: nn.Module | None, row: dict[str, Any],
+                history: list[dict[str, Any]], videos: pd.DataFrame, *, is_best: bool, cfg: TrainConfig, step: int,
+                world_size: int, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler) -> None:
+    """Write the epoch's files; ``best.pt`` before ``last.pt``, so a kill between them only repeats the epoch."""
+    common = {"epoch": row["epoch"], "metrics": row, "train": cfg.to_dict()}
+    if is_best:
+        save_checkpoint(out / "best.pt", evaluated, **common)
+        with atomic_write(out / "best_videos.csv", "w", newline="") as f:
+            videos.to_csv(f, index=False)
+    extra = {}
+    if raw is not None:  # with EMA, the raw weights the optimizer works on
+        extra["train_weights"] = {k: v.detach().cpu().contiguous() for k, v in raw.state_dict().items()}
+    save_checkpoint(out / "last.pt", evaluated, **common, step=step, history=history, world_size=world_size,
+                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+                    **extra)
+    with atomic_write(out / "metrics.csv", "w", newline="") as f:
+        pd.DataFrame(history).to_csv(f, index=False)
+    plot_curves(history, out / "curves.png")
+
+
+def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Plot the training loss and the validation log-losses (left) and AUC (right) per epoch, as a PNG."""
+    table = pd.DataFrame(history)
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    loss_axes, auc_axes = figure.subplots(1, 2)
+    loss_axes.plot(table.epoch, table.train_loss, "o-", label="train loss (crops, balanced BCE)")
+    loss_axes.plot(table.epoch, table.val_logloss, "o-", label="val log-loss (videos, mean of real & fake)")
+    loss_axes.plot(table.epoch, table.val_logloss_real, "--", label="val log-loss, real videos")
+    loss_axes.plot(table.epoch, table.val_logloss_fake, "--", label="val log-loss, fake videos")
+    loss_axes.set(xlabel="epoch", ylabel="log-loss", title="loss")
+    best = table.epoch[table.val_logloss.idxmin()]
+    loss_axes.axvline(best, color="grey", linestyle=":", label="best epoch (best.pt)")
+    loss_axes.legend(fontsize="small")
+    auc_axes.plot(table.epoch, table.val_auc, "o-", color="tab:green")
+    auc_axes.set(xlabel="epoch", ylabel="AUC", title="validation AUC (videos)", ylim=(0, 1))
+    for axes in (loss_axes, auc_axes):
+        axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    with atomic_write(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Train a deepfake classifier on one fold of prepared crops (run under torchrun for several GPUs).")
+    parser.add_argument("--config", required=True, help="JSON config with 'model', 'train' and 'data' sections "
+                        "(see training/configs/)")
+    parser.add_argument("--data", required=True, help="folder written by python -m preprocessing.prepare")
+    parser.add_argument("--fold", required=True, type=int, help="the fold to validate on; the others train")
+    parser.add_argument("--out", help="output folder (default: runs/<config name>-fold<K>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument("--pretrained-file",
+                        help="local timm checkpoint of the encoder's ImageNet weights (offline machines)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    out = Path(args.out or Path("runs") / f"{Path(args.config).stem}-fold{args.fold}")
+    try:
+        config = load_config(args.config)
+        train_set, val_set = make_datasets(args.data, args.fold, config)
+        info = {"data": {"folder": str(Path(args.data).resolve()), "fold": args.fold, **config.data.to_dict()},
+                "config_file": str(args.config)}
+        with logging_redirect_tqdm():  # log lines go between the progress bars, not through them
+            fit(config.model, config.train, train_set, val_set, out, resume=args.resume,
+                pretrained_file=args.pretrained_file, info=info)
+    except (ConfigError, CheckpointError, PreparedDataError) as err:
+        # A DataLoader worker's error arrives with the worker's traceback: its last line is the cause.
+        cause = str(err).strip().splitlines()[-1]
+        logger.error("%s", cause.removeprefix(f"{type(err).__module__}.{type(err).__qualname__}: "))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
