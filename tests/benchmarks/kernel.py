@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     ours = dict(zip(details["filename"], details["label"]))
     diff = max(abs(ours[k] - ref_scores[k]) for k in ref_scores)
     n = len(clips)
-    print(f"{n} clips, {args.frames} frames, models {ensemble.names}, kernel precision {ensemble.precision}")
+    print(f"{n} clips, {args.frames} frames, models {ensemble.names}, kernel precision {ensemble.precisions}")
     print(f"{'pipeline':<28} {'s/video':>8}  stages (s/video)")
     print(f"{'reference (sequential)':<28} {ref_total / n:>8.2f}  " +
           ", ".join(f"{k} {v / n:.2f}" for k, v in ref_seconds.items()))
