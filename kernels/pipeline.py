@@ -38,13 +38,15 @@ class VideoFaces:
     seconds: float = 0.0
 
 
-def detect_video(filename: str, path: str | Path, frames: int, detector: FaceDetector, margin: float) -> VideoFaces:
-    """Read ``frames`` frames of one video and crop its faces; unreadable files become an ``error``."""
+def detect_video(filename: str, path: str | Path, frames: int, detector: FaceDetector, margin: float,
+                 detect_every: int = 1) -> VideoFaces:
+    """Read ``frames`` frames of one video and crop its faces (MTCNN on every ``detect_every``-th
+    frame, see :func:`find_faces`); unreadable files become an ``error``."""
     start = time.perf_counter()
     result = VideoFaces(filename, frames)
     try:
         sampled = read_frames(path, frames)
-        faces = find_faces(sampled, detector, margin)
+        faces = find_faces(sampled, detector, margin, detect_every)
         result.frames_read = len(sampled)
         result.frame_ids = [f.frame for f in faces]
         result.track_ids = [f.track for f in faces]
@@ -66,8 +68,8 @@ def _init_worker(detector_kwargs: dict, threads: int) -> None:
     _detector = FaceDetector(**detector_kwargs)
 
 
-def _work(filename: str, path: str, frames: int, margin: float) -> VideoFaces:
-    return detect_video(filename, path, frames, _detector, margin)
+def _work(filename: str, path: str, frames: int, margin: float, detect_every: int) -> VideoFaces:
+    return detect_video(filename, path, frames, _detector, margin, detect_every)
 
 
 def iterate_faces(
@@ -79,6 +81,7 @@ def iterate_faces(
     workers: int = 1,
     queue_size: int = 4,
     video_timeout: float = 300.0,
+    detect_every: int = 1,
 ) -> Iterator[VideoFaces]:
     """Decode and detect ``videos`` (``(filename, path)`` pairs), yielding results as they finish.
 
@@ -94,7 +97,7 @@ def iterate_faces(
             frames = plan_frames(len(videos) - i)
             if frames <= 0 or remaining() <= 0:
                 return
-            yield detect_video(filename, path, frames, detector, margin)
+            yield detect_video(filename, path, frames, detector, margin, detect_every)
         return
 
     context = multiprocessing.get_context("spawn")
@@ -113,7 +116,7 @@ def iterate_faces(
                 if frames <= 0:
                     break
                 filename, path = videos[next_video]
-                job = pool.apply_async(_work, (filename, str(path), frames, margin))
+                job = pool.apply_async(_work, (filename, str(path), frames, margin, detect_every))
                 pending[filename] = (job, path, frames, time.monotonic())
                 next_video += 1
             if not pending:
@@ -136,7 +139,8 @@ def iterate_faces(
                     _, _, frames, _ = pending.pop(name)
                     yield VideoFaces(name, frames, error=f"not finished after {video_timeout:g} s (decoder hung or worker died)")
                 for name, (_, path, frames, _) in list(pending.items()):
-                    pending[name] = (pool.apply_async(_work, (name, str(path), frames, margin)), path, frames, time.monotonic())
+                    pending[name] = (pool.apply_async(_work, (name, str(path), frames, margin, detect_every)),
+                                     path, frames, time.monotonic())
             if not finished:
                 time.sleep(0.02)
     finally:

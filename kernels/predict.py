@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,7 @@ class Settings:
     prior: float = 0.5
     eps: float = 0.01
     margin: float = DEFAULT_MARGIN
+    detect_every: int = 1
     detector: dict = field(default_factory=dict)  # FaceDetector keyword arguments
     deadline: float | None = None
     workers: int = 1
@@ -61,7 +62,7 @@ class Settings:
         """What a resumed run must share with the run it continues."""
         detection = {k: v for k, v in self.detector.items() if k in ("thresholds", "min_score", "min_size")}
         return {"weights": ensemble.digests, "frames": self.frames, "min_frames": self.min_frames,
-                "margin": self.margin, **{k: list(v) if isinstance(v, tuple) else v for k, v in detection.items()}}
+                "margin": self.margin, "detect_every": self.detect_every, **{k: list(v) if isinstance(v, tuple) else v for k, v in detection.items()}}
 
 
 def default_weights() -> list[Path]:
@@ -134,10 +135,13 @@ def details_path(out: Path) -> Path:
 
 
 def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, settings: Settings,
-        fresh: bool = False, started: float | None = None) -> pd.DataFrame:
+        fresh: bool = False, started: float | None = None,
+        on_video: Callable[[VideoFaces, dict], None] | None = None) -> pd.DataFrame:
     """Score ``videos`` (``(filename, path)`` pairs) into ``out`` and its detail file; returns the details.
 
     The deadline counts from ``started`` (a ``time.monotonic()`` reading; default: now).
+    ``on_video(faces, record)`` is called for each video scored by this call (not for those resumed),
+    with its crops and its progress record.
     """
     budget = Budget(settings.deadline, start=started)
     progress = ProgressLog(out.with_suffix(".progress.jsonl"), settings.signature(ensemble), fresh)
@@ -160,7 +164,7 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
     with logging_redirect_tqdm():
         stage = iterate_faces(todo, lambda left: budget.frames_for_next(left, settings.frames, settings.min_frames),
                               budget.remaining, settings.detector, settings.margin, settings.workers,
-                              video_timeout=settings.video_timeout)
+                              video_timeout=settings.video_timeout, detect_every=settings.detect_every)
         for faces in tqdm(stage, total=len(todo), desc="predict", unit="video"):
             record = score_faces(faces, ensemble, time.monotonic() - last)
             budget.record(faces.frames_requested, time.monotonic() - last)
@@ -168,6 +172,8 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
             if record["status"] != "ok":
                 log.warning("%s: %s; it gets the prior %.2f", faces.filename, record["reason"], settings.prior)
             progress.append(record)
+            if on_video is not None:
+                on_video(faces, record)
             labels[faces.filename] = label_of(record, ensemble, settings)[0]
             refresh()
     submission, details = tables(videos, progress.records, ensemble, settings, unreached)
@@ -179,6 +185,14 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
     return details
 
 
+def named_videos(given: Sequence[Path] | None, sample_dir: Path) -> list[tuple[str, Path]]:
+    """``(filename, path)`` for every video of ``given`` (folders searched recursively; none: the
+    Kaggle test folder or the embedded sample rendered into ``sample_dir``), named by the path
+    relative to the folder given, or the bare file name."""
+    listed, root = resolve_videos(given, sample_dir)
+    return [((p.relative_to(root) if root else Path(p.name)).as_posix(), p) for p in listed]
+
+
 def predict_folder(videos: str | Path | Sequence[str | Path], weights: Sequence[str | Path] | None = None,
                    out: str | Path = DEFAULT_OUT, device: str | None = None, precision: str = "auto",
                    model_weights: Sequence[float] | None = None, fresh: bool = False, **settings) -> pd.DataFrame:
@@ -187,9 +201,8 @@ def predict_folder(videos: str | Path | Sequence[str | Path], weights: Sequence[
     ``settings`` are :class:`Settings` fields (``frames``, ``strategy``, ``deadline``, ``workers``...).
     """
     given = [Path(videos)] if isinstance(videos, (str, Path)) else [Path(v) for v in videos]
-    listed, root = resolve_videos(given, Path(out).parent / "sample_videos")
+    named = named_videos(given, Path(out).parent / "sample_videos")
     ensemble = Ensemble.load(weights or default_weights(), model_weights, device, precision)
-    named = [((p.relative_to(root) if root else Path(p.name)).as_posix(), p) for p in listed]
     return run(named, ensemble, Path(out), Settings(**settings), fresh)
 
 
@@ -204,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-weights", type=float, nargs="+", help="one weight per checkpoint for the ensemble mean")
     p.add_argument("--frames", type=int, default=32, help="frames per video while time allows (default: 32)")
     p.add_argument("--min-frames", type=int, default=8, help="fewest frames when short of time (default: 8)")
+    p.add_argument("--detect-every", type=int, default=1,
+                   help="run MTCNN on every k-th frame and interpolate the boxes between (default: 1)")
     p.add_argument("--deadline", type=float, help="seconds for the whole folder, from start to written CSV")
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="confident",
                    help="frame -> video aggregation (default: %(default)s)")
@@ -236,12 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", err)
         return 2
     try:
-        listed, root = resolve_videos(args.videos, args.out.parent / "sample_videos")
-        named = shard([((p.relative_to(root) if root else Path(p.name)).as_posix(), p) for p in listed], args.shard)
+        named = shard(named_videos(args.videos, args.out.parent / "sample_videos"), args.shard)
     except ValueError as err:
         log.error("%s", err)
         return 2
-    settings = Settings(frames=args.frames, min_frames=args.min_frames, strategy=args.strategy, prior=args.prior,
+    settings = Settings(frames=args.frames, min_frames=args.min_frames, detect_every=args.detect_every,
+                        strategy=args.strategy, prior=args.prior,
                         eps=args.eps, deadline=args.deadline, workers=args.workers,
                         video_timeout=args.video_timeout, detector=detector_settings(args))
     log.info("%d videos, model(s) %s in %s, strategy %s", len(named), ensemble.names,

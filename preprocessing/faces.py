@@ -44,23 +44,46 @@ class Face:
         }
 
 
-def find_faces(frames: Frames, detector: FaceDetector, margin: float = DEFAULT_MARGIN) -> list[Face]:
+def key_frames(count: int, every: int) -> list[int]:
+    """Positions (0..count-1) of the frames detection runs on: every ``every``-th, and the last."""
+    return sorted(set(range(0, count, every)) | {count - 1}) if count else []
+
+
+def _fill_between(found: dict[int, tuple], positions: list[int]) -> dict[int, tuple]:
+    """One track's ``(box, score, landmarks)`` at every position between its first and last
+    detection: boxes and landmarks linearly interpolated, the score the lower of the two neighbours."""
+    filled = dict(found)
+    for a, b in zip(positions, positions[1:]):
+        (box_a, score_a, lm_a), (box_b, score_b, lm_b) = found[a], found[b]
+        for q in range(a + 1, b):
+            t = (q - a) / (b - a)
+            filled[q] = ((1 - t) * box_a + t * box_b, min(score_a, score_b), (1 - t) * lm_a + t * lm_b)
+    return filled
+
+
+def find_faces(frames: Frames, detector: FaceDetector, margin: float = DEFAULT_MARGIN,
+               detect_every: int = 1) -> list[Face]:
     """Detect faces in ``frames``, link them into tracks and crop each with ``margin``.
 
-    Detections that belong to no kept track (see :func:`link_tracks`) are dropped. Faces come out
-    ordered by frame, then track.
+    With ``detect_every`` k > 1, MTCNN runs on every k-th frame (and the last) only, and each
+    track's box and landmarks are interpolated on the frames between two of its detections: about
+    k times less detection for faces that move little between sampled frames. Detections that
+    belong to no kept track (see :func:`link_tracks`) are dropped. Faces come out ordered by frame,
+    then track.
     """
-    detections = detector(frames.images)
+    keys = key_frames(len(frames), max(1, detect_every))
+    detections = detector([frames.images[i] for i in keys])
     track_ids = link_tracks([d.boxes for d in detections])
+    tracks: dict[int, dict[int, tuple]] = {}
+    for position, det, ids in zip(keys, detections, track_ids):
+        for k, track in enumerate(ids):
+            if track >= 0:
+                tracks.setdefault(int(track), {})[position] = (det.boxes[k], float(det.scores[k]), det.landmarks[k])
     faces = []
-    for index, image, det, ids in zip(frames.indices, frames.images, detections, track_ids):
-        height, width = image.shape[:2]
-        for k in np.argsort(ids, kind="stable"):
-            if ids[k] < 0:
-                continue
-            x1, y1, x2, y2 = crop_box = expand_box(det.boxes[k], margin, width, height)
-            faces.append(
-                Face(int(index), int(ids[k]), det.boxes[k], float(det.scores[k]), det.landmarks[k],
-                     crop_box, image[y1:y2, x1:x2].copy())
-            )
-    return faces
+    for track, found in tracks.items():
+        for position, (box, score, landmarks) in _fill_between(found, sorted(found)).items():
+            image = frames.images[position]
+            x1, y1, x2, y2 = crop_box = expand_box(box, margin, image.shape[1], image.shape[0])
+            faces.append(Face(int(frames.indices[position]), track, np.asarray(box, np.float32), score,
+                              np.asarray(landmarks, np.float32), crop_box, image[y1:y2, x1:x2].copy()))
+    return sorted(faces, key=lambda f: (f.frame, f.track))
