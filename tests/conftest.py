@@ -100,3 +100,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+#: Two 256x256 DFDC face clips (one face; two faces) for the notebook API and report tests.
+DEMO_CLIPS = ("dfdc_face_crops/FAKE/0_aaqaifqrwn.mp4_0_0.mp4", "dfdc_face_crops/REAL/0_aayrffkzxn.mp4_0_0.mp4")
+
+
+@pytest.fixture(scope="session")
+def demo_scores(data_dir: Path, tmp_path_factory):
+    """``kernels.api.score_videos`` on :data:`DEMO_CLIPS` plus an unreadable ``broken.mp4``, with the
+    shipped demo checkpoint, 3 frames, strategy ``confident``, crops kept as arrays. Returns
+    ``(scores, ensemble, folder, out)``; shared by the session: do not change it."""
+    from kernels.api import load_ensemble, score_videos
+
+    folder = link_tree(data_dir / "dfdc_face_crops", tmp_path_factory.mktemp("demo") / "videos",
+                       [Path(c).relative_to("dfdc_face_crops") for c in DEMO_CLIPS])
+    (folder / "broken.mp4").write_bytes(b"\x00" * 100)
+    ensemble = load_ensemble([REPO / "weights" / "cpu_demo.pt"], precision="fp32")
+    out = folder.parent / "out" / "submission.csv"
+    return score_videos(folder, ensemble, out, frames=3, workers=0, strategy="confident"), ensemble, folder, out

@@ -216,6 +216,31 @@ def test_a_killed_run_resumes_without_redoing_videos(folder, checkpoint, ensembl
     np.testing.assert_allclose(resumed["label"], reference["label"], atol=1e-6)
 
 
+def test_kills_at_random_moments_lose_and_repeat_nothing(folder, checkpoint, ensemble, tmp_path):
+    out = tmp_path / "killed" / "submission.csv"
+    progress = out.with_suffix(".progress.jsonl")
+    command = [sys.executable, "-m", "kernels.predict", "--videos", str(folder), "--out", str(out),
+               "--weights", str(checkpoint), "--frames", "4", "--workers", "1", "--precision", "fp32"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for delay in np.random.default_rng(7).uniform(2.0, 9.0, size=3):  # before, during and after start-up
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(delay)
+        os.killpg(process.pid, signal.SIGKILL)  # the kernel and its detection worker
+        process.wait()
+        if out.exists():
+            assert len(read_submission(out, videos_in(folder))) == 4  # complete and valid at every kill
+        if progress.exists():
+            names = [json.loads(line)["filename"] for line in progress.read_text().splitlines()[1:] if line.endswith("}")]
+            assert len(names) == len(set(names))
+    assert subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=300).returncode == 0
+    names = [json.loads(line)["filename"] for line in progress.read_text().splitlines()[1:]]
+    assert sorted(names) == videos_in(folder)
+    reference = predict.run(named(folder), ensemble, tmp_path / "reference" / "submission.csv",
+                            predict.Settings(frames=4, workers=0))
+    np.testing.assert_allclose(read_submission(out)["label"], reference["label"], atol=1e-6)
+
+
 @pytest.mark.parametrize("problem", ["missing", "truncated", "wrong-architecture"])
 def test_bad_weights_fail_before_any_video_is_read(checkpoint, folder, tmp_path, caplog, problem):
     bad = tmp_path / f"{problem}.pt"
