@@ -34,16 +34,17 @@ def _layout(model: DeepfakeClassifier, precision: str, device: torch.device) -> 
     return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-@torch.inference_mode()
 def _probe(model: DeepfakeClassifier, precision: str, device: torch.device, batch: torch.Tensor) -> tuple[float, np.ndarray]:
-    """Seconds for one forward pass of ``batch`` (after a warm-up) and its probabilities."""
+    """Seconds for one forward pass of ``batch`` (after a warm-up) and its probabilities. The layout
+    changes outside inference mode, so the weights stay usable by autograd (Grad-CAM)."""
     _layout(model, precision, device)
     if precision == "bf16" and device.type == "cpu":
         batch = batch.contiguous(memory_format=torch.channels_last)
-    for _ in range(2):
-        start = time.perf_counter()
-        with _autocast(precision, device):
-            probs = torch.sigmoid(model(batch).float()).cpu().numpy()
+    with torch.inference_mode():
+        for _ in range(2):
+            start = time.perf_counter()
+            with _autocast(precision, device):
+                probs = torch.sigmoid(model(batch).float()).cpu().numpy()
     return time.perf_counter() - start, probs
 
 

@@ -1,0 +1,125 @@
+"""The kernel as a notebook sees it: load an ensemble, score videos, get tables back.
+
+    from kernels.api import load_ensemble, score_videos
+
+    ensemble = load_ensemble(["weights/cpu_demo.pt"])
+    scores = score_videos("videos/", ensemble, frames=8, out="runs/nb/submission.csv")
+    scores.videos          # one row per video, most fake first (the kernel's detail table + path)
+    scores.tracks          # one row per face track: score per model and for the ensemble
+    scores.frames          # one row per face crop: frame index, track, probability per model, crop
+
+Scoring is :func:`kernels.predict.run` itself (same crops, models, strategies, deadline and resume
+log); this module only reshapes its progress records into tables. Probabilities are fake
+probabilities in [0, 1]; video labels are clipped to [eps, 1 - eps] as in the submission, track
+and frame probabilities are not.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from preprocessing.fileio import write_png
+
+from .aggregate import STRATEGIES
+from .ensemble import Ensemble
+from .pipeline import VideoFaces
+from .predict import Settings, default_weights, named_videos, run
+from .progress import ProgressLog
+
+
+@dataclass
+class Scores:
+    """A scored set of videos as three tables (see the module docstring)."""
+
+    videos: pd.DataFrame
+    tracks: pd.DataFrame
+    frames: pd.DataFrame
+    models: list[str]
+    strategy: str
+
+    def video(self, filename: str) -> "Scores":
+        """The same tables restricted to one video (``filename`` as in ``videos.filename``)."""
+        if filename not in set(self.videos["filename"]):
+            raise KeyError(f"no video named {filename!r}; known: {sorted(self.videos['filename'])[:5]}...")
+        pick = lambda t: t[t["filename"] == filename].reset_index(drop=True)  # noqa: E731
+        return Scores(pick(self.videos), pick(self.tracks), pick(self.frames), self.models, self.strategy)
+
+
+def load_ensemble(weights: Sequence[str | Path] | None = None, model_weights: Sequence[float] | None = None,
+                  device: str | None = None, precision: str = "auto") -> Ensemble:
+    """Load checkpoints (default: every ``weights/*.pt``) strictly; a bad file raises ``CheckpointError``."""
+    return Ensemble.load(list(weights) if weights else default_weights(), model_weights, device, precision)
+
+
+def frame_table(records: Sequence[dict], ensemble: Ensemble, crops: dict[str, list] | None = None) -> pd.DataFrame:
+    """One row per face crop of scored videos: ``filename, frame, track, prob_<model>..., prob``
+    (``prob`` = the ensemble's weighted mean) and ``crop`` (RGB uint8 array, a PNG path, or None
+    when the crop was not kept, e.g. for a video resumed from an earlier run)."""
+    rows = []
+    for record in records:
+        if record["status"] != "ok":
+            continue
+        kept = (crops or {}).get(record["filename"]) or [None] * len(record["frame_ids"])
+        for i, (frame, track) in enumerate(zip(record["frame_ids"], record["track_ids"])):
+            row = {"filename": record["filename"], "frame": frame, "track": track}
+            row.update({f"prob_{name}": record["probs"][name][i] for name in ensemble.names})
+            row["prob"] = float(sum(w * row[f"prob_{n}"] for n, w in zip(ensemble.names, ensemble.weights)))
+            row["crop"] = kept[i]
+            rows.append(row)
+    columns = ["filename", "frame", "track", *(f"prob_{n}" for n in ensemble.names), "prob", "crop"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def track_table(frames: pd.DataFrame, ensemble: Ensemble, strategy: str) -> pd.DataFrame:
+    """One row per face track: ``filename, track, frames, score_<model>..., score``, each model's
+    frames reduced by ``strategy``'s per-track rule and the models by their weighted mean."""
+    per_track = STRATEGIES[strategy][0]
+    rows = []
+    for (filename, track), group in frames.groupby(["filename", "track"], sort=True):
+        row = {"filename": filename, "track": track, "frames": len(group)}
+        row.update({f"score_{n}": per_track(group[f"prob_{n}"].to_numpy()) for n in ensemble.names})
+        row["score"] = float(sum(w * row[f"score_{n}"] for n, w in zip(ensemble.names, ensemble.weights)))
+        rows.append(row)
+    columns = ["filename", "track", "frames", *(f"score_{n}" for n in ensemble.names), "score"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def score_videos(videos: str | Path | Sequence[str | Path], ensemble: Ensemble | Sequence[str | Path] | None = None,
+                 out: str | Path = "output/scores/submission.csv", crops_dir: str | Path | None = None,
+                 keep_crops: bool = True, fresh: bool = False, **settings) -> Scores:
+    """Score one video, a list of videos or a folder (searched recursively) with ``ensemble`` (an
+    :class:`Ensemble` or checkpoint paths; default ``weights/*.pt``).
+
+    Writes what ``python -m kernels.predict`` writes at ``out`` (submission, details, resume log).
+    ``settings`` are :class:`kernels.predict.Settings` fields (``frames``, ``strategy``, ``workers``,
+    ``deadline``...). Crops are kept as arrays (``keep_crops``), or written as
+    ``crops_dir/<filename>/<frame:05d>_<track>.png`` and given by path.
+    """
+    if not isinstance(ensemble, Ensemble):
+        ensemble = load_ensemble(ensemble)
+    given = [Path(videos)] if isinstance(videos, (str, Path)) else [Path(v) for v in videos]
+    out = Path(out)
+    named = named_videos(given, out.parent / "sample_videos")
+    config = Settings(**settings)
+    crops: dict[str, list] = {}
+
+    def keep(faces: VideoFaces, record: dict) -> None:
+        if crops_dir is not None:
+            paths = [Path(crops_dir) / faces.filename / f"{f:05d}_{t}.png" for f, t in zip(faces.frame_ids, faces.track_ids)]
+            for path, crop in zip(paths, faces.crops):
+                write_png(path, crop)
+            crops[faces.filename] = paths
+        elif keep_crops:
+            crops[faces.filename] = list(faces.crops)
+
+    details = run(named, ensemble, out, config, fresh, on_video=keep)
+    records = ProgressLog(out.with_suffix(".progress.jsonl"), config.signature(ensemble)).records
+    paths = {name: Path(path) for name, path in named}
+    frames = frame_table([records[name] for name, _ in sorted(named) if name in records], ensemble, crops)
+    details.insert(1, "path", details["filename"].map(paths))
+    table = details.sort_values(["label", "filename"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    return Scores(table, track_table(frames, ensemble, config.strategy), frames, list(ensemble.names), config.strategy)
