@@ -1,6 +1,9 @@
 """Pictures and the HTML report: what each plot draws, and a page whose every image decodes."""
 import base64
 import json
+import os
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -130,3 +133,35 @@ def test_cli_refuses_bad_inputs_with_one_line(argv, message, tmp_path, caplog):
     assert report.main(["--videos", str(tmp_path), "--out", str(tmp_path / "r"), *argv]) == 2
     assert message in caplog.text
     assert not (tmp_path / "r" / "report.html").exists()
+
+
+def screenshot(page: Path, png: Path) -> np.ndarray:
+    """The page as headless Chromium draws it (no network, no profile), as a BGR array."""
+    if shutil.which("chromium") is None:
+        message = "Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={png.parent / 'profile'}", "--hide-scrollbars", "--window-size=1000,3000",
+                    f"--screenshot={png}", page.as_uri()], check=True, capture_output=True, timeout=120)
+    return cv2.imread(str(png))
+
+
+def test_a_browser_shows_the_pages_pictures(demo_scores, tmp_path):
+    """Rendered headlessly, the page shows its plots and crops; with its images broken it does not."""
+    scores, ensemble, *_ = demo_scores
+    labels = pd.DataFrame({"path": [FAKE, REAL, "broken.mp4"], "label": [1, 0, 1]})
+    text = report.render(scores, labels, ensemble=ensemble)
+    good, broken = tmp_path / "good.html", tmp_path / "broken.html"
+    good.write_text(text, encoding="utf-8")
+    broken.write_text(text.replace("data:image/png;base64,", "data:image/png;base64,AAAA"), encoding="utf-8")
+    drawn = [screenshot(page, tmp_path / f"{page.stem}.png") for page in (good, broken)]
+
+    def colourful(image):  # share of pixels that are neither white-ish nor grey text
+        hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+        return float(((hsv[..., 1] > 60) & (hsv[..., 2] > 40)).mean())
+
+    assert drawn[0].shape[:2] == (3000, 1000)
+    assert colourful(drawn[0]) > 0.005 and colourful(drawn[0]) > 5 * colourful(drawn[1])
