@@ -119,3 +119,17 @@ def demo_scores(data_dir: Path, tmp_path_factory):
     ensemble = load_ensemble([REPO / "weights" / "cpu_demo.pt"], precision="fp32")
     out = folder.parent / "out" / "submission.csv"
     return score_videos(folder, ensemble, out, frames=3, workers=0, strategy="confident"), ensemble, folder, out
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained tiny zoo model (mobilenetv3_small_050 at 64 px) in the project's checkpoint format."""
+    import torch
+
+    from training.checkpoint import save_checkpoint
+    from training.zoo import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_checkpoint(path, build_model(ModelConfig("mobilenetv3_small_050", 64)))
+    return path

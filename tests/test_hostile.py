@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from tests.corpus import build_corpus
-from training.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from training.zoo import ModelConfig, build_model
+from training.checkpoint import CheckpointError, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -24,14 +22,6 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 def corpus(data_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
     return folder, build_corpus(data_dir, folder)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_checkpoint(path, build_model(ModelConfig("mobilenetv3_small_050", 64)))
-    return path
 
 
 def run_module(module: str, *args, **kwargs) -> subprocess.CompletedProcess:

@@ -20,22 +20,11 @@ from kernels.budget import Budget
 from kernels.ensemble import Ensemble
 from preprocessing.sample import render_sample
 from submission.io import read_submission, videos_in
-from training.checkpoint import save_checkpoint
-from training.zoo import ModelConfig, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = ["ffpp/original_sequences/youtube/c40/videos/183.mp4",
          "ffpp/manipulated_sequences/Deepfakes/c40/videos/183_253.mp4",
          "ffpp/original_sequences/youtube/c40/videos/469.mp4"]
-
-
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory) -> Path:
-    """An untrained tiny zoo model saved in the project's checkpoint format."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_checkpoint(path, build_model(ModelConfig("mobilenetv3_small_050", 64)))
-    return path
 
 
 @pytest.fixture(scope="session")
