@@ -97,7 +97,7 @@ class PrepareConfig:
     folds: int = 5
     seed: int = 0
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    batch_size: int | None = None
+    batch_size: int = 32
     device: str | None = None
     shard: str = "0/1"
     overwrite: bool = False
