@@ -57,6 +57,8 @@ def named(folder: Path) -> list[tuple[str, Path]]:
         ([0.9] * 11 + [0.1] * 9, 0.9 * 11 / 20 + 0.1 * 9 / 20, "11 frames is not over 11: plain mean"),
         ([0.95] * 41 + [0.3] * 59, 0.95, "n = 100: 41 above is over 100 / 2.5 = 40: their mean"),
         ([0.95] * 40 + [0.3] * 60, 0.95 * 0.4 + 0.3 * 0.6, "n = 100: 40 above is not over 40: plain mean"),
+        ([0.8] * 12 + [0.1] * 8, 0.8 * 0.6 + 0.1 * 0.4, "exactly 0.8 does not exceed 0.8: plain mean"),
+        ([0.2] * 19 + [0.6], 0.2 * 0.95 + 0.6 * 0.05, "exactly 0.2 is not below 0.2: plain mean"),
         ([0.1] * 19 + [0.6], 0.1, "over 90% below 0.2: their mean"),
         ([0.1] * 18 + [0.6] * 2, (0.1 * 18 + 1.2) / 20, "exactly 90% below: plain mean"),
     ],
