@@ -175,11 +175,13 @@ def test_preview_of_a_folder_without_tables_fails_clearly(tmp_path, caplog):
     assert not (tmp_path / "grid.png").exists()
 
 
-@pytest.mark.parametrize("target, expected", [(0.0, "real 0.00"), (0.01, "real 0.01"), (0.37, "mix 0.37"),
-                                              (0.99, "fake 0.99")])
-def test_preview_captions_name_the_kind_of_sample(target, expected):
+@pytest.mark.parametrize("source, target, expected", [("real", 0.0, "real 0.00"), ("real", 0.01, "real 0.01"),
+                                                      ("fake", 0.37, "mix 0.37"), ("fake", 0.99, "fake 0.99"),
+                                                      ("pseudo", 0.99, "pseudo 0.99")])
+def test_preview_captions_name_the_kind_of_sample(source, target, expected):
     from training.preview_augs import caption
 
-    item = {"target": target, "dropout": "eyes+cutout", "video": "manipulated_sequences/Deepfakes/c40/videos/183_253"}
+    item = {"target": target, "source": source, "dropout": "eyes+cutout",
+            "video": "manipulated_sequences/Deepfakes/c40/videos/183_253"}
     assert caption(item) == f"{expected} | eyes+cutout\n…uences/Deepfakes/c40/videos/183_253"  # 36 characters
     assert caption(item | {"video": "abc"}).endswith("\nabc")

@@ -199,7 +199,7 @@ def test_bad_files_raise_naming_them(prepared_copy, damage, message):
     (lambda c, v: (c.drop(columns="fold"), v), r"crops.csv: missing column\(s\) \['fold'\]"),
     (lambda c, v: (c, v.iloc[1:]), "video\\(s\\) absent from videos.csv"),
     (lambda c, v: (c.assign(label=2), v), r"labels must be 0 or 1, found \[2\]"),
-    (lambda c, v: (c[c["label"] == "1"], v), "cannot balance 0 real and 8 fake crops"),
+    (lambda c, v: (c[c["label"] == "1"], v), "cannot draw real crops: 0 real, 8 fake"),
 ], ids=["missing column", "unknown video", "bad label", "no reals"])
 def test_broken_tables_raise_clear_errors(prepared_copy, edit, message):
     crops = pd.read_csv(prepared_copy / "crops.csv", dtype=str, keep_default_na=False)

@@ -20,11 +20,17 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .augment import applied, seed_pipeline, train_pipeline, val_pipeline
 from .dropout import StructuredDropout
 from .mixup import blend_pair, sample_weight
+from .selfblend import SelfBlend
 from .zoo import ModelConfig, to_batch
 
 LANDMARK_COLUMNS = tuple(f"lm{i}_{axis}" for i in range(5) for axis in "xy")
 CROP_COLUMNS = ("video", "crop", "mask", "real_crop", "frame", "track", "label", "group", "fold", *LANDMARK_COLUMNS)
 VIDEO_COLUMNS = ("video", "status")
+#: Where a training sample comes from: a real crop, a fake crop, or a self-blended pseudo-fake made
+#: from a real crop with landmarks (:mod:`training.selfblend`).
+SOURCES = ("real", "fake", "pseudo")
+#: The default shares of a balanced epoch: half real crops, half fake crops.
+DEFAULT_MIX = {"real": 0.5, "fake": 0.5, "pseudo": 0.0}
 
 
 class PreparedDataError(ValueError):
@@ -85,19 +91,32 @@ def read_mask(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return mask
 
 
+def check_mix(mix: dict[str, float]) -> dict[str, float]:
+    """``mix`` with every source of :data:`SOURCES` (absent ones 0); ValueError for unknown sources,
+    negative shares or no share at all."""
+    unknown = sorted(set(mix) - set(SOURCES))
+    if unknown or any(not share >= 0 for share in mix.values()) or not sum(mix.values()) > 0:
+        raise ValueError(f"mix: shares of {SOURCES} must be >= 0 and not all 0, got {mix}")
+    return {source: float(mix.get(source, 0.0)) for source in SOURCES}
+
+
 class CropDataset(Dataset):
-    """Prepared crops as ``{"image", "target", "video", "group", "dropout"}`` samples.
+    """Prepared crops as ``{"image", "target", "video", "group", "source", "dropout"}`` samples.
 
     ``image`` is a normalised ``(3, S, S)`` float tensor (``S = config.input_size``, normalised as
     :func:`training.zoo.to_batch` does), ``target`` a float32 scalar (1 = fake; a mixup weight when
     mixed; clipped to ``[clip_targets, 1 - clip_targets]`` when set), ``dropout`` names the dropout
-    that fired (``none``, ``eyes``, ``half_face+cutout``, ...).
+    that fired (``none``, ``eyes``, ``half_face+cutout``, ...), ``source`` one of :data:`SOURCES`.
 
     ``fold=K`` selects the training folds (all but K) when ``train`` and fold K otherwise; ``None``
     takes every crop. Training draws structured ``dropout`` (None: off), runs ``pipeline`` (default
     :func:`train_pipeline`; :func:`val_pipeline` when not training), blends a fake with its aligned
-    real with probability ``mixup``, and, with ``balance`` (default: when training), keeps as many
-    fakes as reals (or reals as fakes), a fresh subset and order each :meth:`set_epoch`.
+    real with probability ``mixup``, and, with ``balance`` (default: when training), draws each
+    :meth:`set_epoch` a fresh subset and order in the shares of ``mix`` (default :data:`DEFAULT_MIX`:
+    as many fakes as reals). A ``pseudo`` share turns real crops into fakes with ``selfblend``; with
+    ``{"real": 0.5, "pseudo": 0.5}`` a model learns from real videos alone (a crop whose face lies
+    wholly outside it, where nothing can be blended, stays real). An epoch is as long as the
+    scarcest source allows without repeating a crop within a source.
     """
 
     def __init__(
@@ -112,6 +131,8 @@ class CropDataset(Dataset):
         pipeline: A.Compose | None = None,
         mixup: float = 0.0,
         clip_targets: float | None = None,
+        mix: dict[str, float] | None = None,
+        selfblend: SelfBlend = SelfBlend(),
         seed: int = 0,
     ):
         self.root = Path(root)
@@ -129,26 +150,42 @@ class CropDataset(Dataset):
             pipeline = (train_pipeline if train else val_pipeline)(config.input_size)
         self.pipeline = pipeline
         self.mixup = mixup if train else 0.0
+        self.mix = check_mix(DEFAULT_MIX if mix is None else mix)
+        if self.mix["pseudo"] and not (train and self.balance):
+            raise ValueError("mix: pseudo-fakes are drawn in balanced training epochs only (train=True, balance=True)")
+        self.selfblend = selfblend
         self.clip_targets = clip_targets
         self.seed = seed
         self._labels = self.table["label"].to_numpy()
         self._landmarks = self.table[list(LANDMARK_COLUMNS)].to_numpy(np.float32).reshape(-1, 5, 2)
         self._rows = self.table[["video", "crop", "mask", "real_crop", "label", "group"]].to_dict("records")
+        self._has_landmarks = ~np.isnan(self._landmarks).any(axis=(1, 2))
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        """Choose epoch ``epoch``'s samples: balanced and shuffled when set so, else every crop in order."""
+        """Choose epoch ``epoch``'s samples: drawn in the shares of ``mix`` and shuffled when balanced,
+        else every crop in order. ``order`` holds their table positions, ``sources`` their sources."""
         self.epoch = epoch
         order = np.arange(len(self.table))
+        sources = np.zeros(len(order), dtype=int)
         if self.balance:
             rng = np.random.default_rng((self.seed, epoch))
-            real, fake = order[self._labels == 0], order[self._labels == 1]
-            count = min(len(real), len(fake))
-            if count == 0:
-                raise PreparedDataError(f"{self.root}: cannot balance {len(real)} real and {len(fake)} fake crops")
-            order = rng.permutation(np.concatenate([rng.choice(real, count, replace=False),
-                                                    rng.choice(fake, count, replace=False)]))
-        self.order = order
+            pools = [order[self._labels == 0], order[self._labels == 1], order[(self._labels == 0) & self._has_landmarks]]
+            shares = np.array([self.mix[source] for source in SOURCES]) / sum(self.mix.values())
+            empty = [source for source, pool, share in zip(SOURCES, pools, shares) if share and not len(pool)]
+            if empty:
+                raise PreparedDataError(
+                    f"{self.root}: cannot draw {' and '.join(empty)} crops: {len(pools[0])} real, {len(pools[1])} fake, "
+                    f"{len(pools[2])} real with landmarks")
+            length = min(len(pool) / share for pool, share in zip(pools, shares) if share)
+            counts = [int(share * length + 1e-9) for share in shares]
+            draws = [rng.choice(pool, count, replace=False) for pool, count in zip(pools, counts) if count]
+            kinds = [np.full(count, kind) for kind, count in enumerate(counts) if count]
+            shuffle = rng.permutation(sum(counts))
+            order, sources = np.concatenate(draws)[shuffle], np.concatenate(kinds)[shuffle]
+        else:
+            sources[self._labels == 1] = SOURCES.index("fake")
+        self.order, self.sources = order, sources
 
     def __len__(self) -> int:
         return len(self.order)
@@ -157,17 +194,24 @@ class CropDataset(Dataset):
         position = int(self.order[index])
         row = self._rows[position]
         rng = np.random.default_rng((self.seed, self.epoch, index))
+        source = SOURCES[self.sources[index]]
+        landmarks = self._landmarks[position] if self._has_landmarks[position] else None
         image = read_crop(self.root / row["crop"])
-        target = float(row["label"])
-        if row["real_crop"] and rng.random() < self.mixup:
+        target = float(source != "real")
+        mask = None
+        if source == "pseudo":
+            image, blend = self.selfblend(image, landmarks, rng)
+            mask = np.rint(blend * 255).astype(np.uint8)
+            if not mask.any():  # the whole face lies outside the crop: nothing was blended
+                source, target, mask = "real", 0.0, None
+        elif row["real_crop"] and rng.random() < self.mixup:
             target = sample_weight(rng)
             image = blend_pair(read_crop(self.root / row["real_crop"]), image, target)
         names = []
         if self.dropout is not None:
-            landmarks = self._landmarks[position]
-            mask = read_mask(self.root / row["mask"], image.shape) if row["mask"] else None
-            image, name = self.dropout(image, rng, None if np.isnan(landmarks).any() else landmarks,
-                                       mask, fake=row["label"] == 1)
+            if mask is None and row["mask"]:
+                mask = read_mask(self.root / row["mask"], image.shape)
+            image, name = self.dropout(image, rng, landmarks, mask, fake=source != "real")
             names += [name] if name != "none" else []
         seed_pipeline(self.pipeline, rng)
         result = self.pipeline(image=image)
@@ -179,6 +223,7 @@ class CropDataset(Dataset):
             "target": torch.tensor(target, dtype=torch.float32),
             "video": row["video"],
             "group": row["group"],
+            "source": source,
             "dropout": "+".join(names) or "none",
         }
 

@@ -103,12 +103,13 @@ def train_one_epoch(
 
     ``step`` is the number of optimizer steps taken before (it drives the EMA's warm-up); ``total`` the
     number of batches, for the progress bar. Returns ``loss`` (mean over iterations and ranks), ``step``
-    (after the epoch), ``images`` (seen by all ranks), ``seconds`` and ``images_per_s``.
+    (after the epoch), ``images`` (seen by all ranks), ``fake_share`` (their share with target > 0.5),
+    ``seconds`` and ``images_per_s``.
     """
     scaler = scaler or precision.scaler()
     model.train()
     losses: list[float] = []
-    images_seen = 0
+    images_seen = fakes_seen = 0
     start = time.perf_counter()
     bar = tqdm(batches, total=total, desc=desc, disable=not distributed.is_primary(), leave=False)
     for batch in bar:
@@ -130,13 +131,16 @@ def train_one_epoch(
             ema.update(unwrap(model), step=step)
         losses.append(loss.item())
         images_seen += len(images)
+        fakes_seen += int((targets > 0.5).sum())
         bar.set_postfix(loss=f"{np.mean(losses):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
     seconds = time.perf_counter() - start
+    fake_share = distributed.mean(fakes_seen / images_seen) if images_seen else math.nan
     images_seen *= distributed.world_size()
     return {
         "loss": distributed.mean(np.mean(losses)) if losses else math.nan,
         "step": step,
         "images": images_seen,
+        "fake_share": fake_share,
         "seconds": seconds,
         "images_per_s": images_seen / seconds if seconds > 0 else math.nan,
     }

@@ -1,7 +1,7 @@
-"""Render a grid of augmented training samples (what the model sees) with their targets and the
-dropout each received.
+"""Render a grid of augmented training samples (what the model sees) with their sources, targets and
+the dropout each received.
 
-    python -m training.preview_augs --crops OUT --out grid.png
+    python -m training.preview_augs --crops OUT --out grid.png [--mix 0.5 0 0.5]
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from preprocessing.fileio import atomic_write  # noqa: E402
 from preprocessing.logs import configure_logging  # noqa: E402
 
-from .dataset import CropDataset, PreparedDataError  # noqa: E402
+from .dataset import SOURCES, CropDataset  # noqa: E402
 from .zoo import ModelConfig  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cols", type=int, default=4, help="grid columns (default: 4)")
     parser.add_argument("--size", type=int, default=380, help="model input size in pixels (default: 380)")
     parser.add_argument("--mixup", type=float, default=0.25, help="probability of paired mixup (default: 0.25)")
+    parser.add_argument("--mix", type=float, nargs=3, default=(0.5, 0.5, 0.0), metavar=("REAL", "FAKE", "PSEUDO"),
+                        help="shares of real crops, fake crops and self-blended pseudo-fakes (default: 0.5 0.5 0)")
     parser.add_argument("--fold", type=int, default=None, help="show the training folds of this fold (default: all)")
     parser.add_argument("--epoch", type=int, default=0, help="first epoch whose balanced draw to show (default: 0)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -47,9 +49,10 @@ def to_rgb(image, config: ModelConfig) -> np.ndarray:
 
 
 def caption(item: dict, width: int = 36) -> str:
-    """``fake 0.99 | eyes`` over the end of the video id; ``mix`` when mixup blended the sample."""
+    """``pseudo 0.99 | eyes`` (source, target, dropout) over the end of the video id; ``mix`` when
+    mixup blended the sample."""
     target = float(item["target"])
-    kind = "real" if target <= 0.01 else "fake" if target >= 0.99 else "mix"
+    kind = item["source"] if target <= 0.01 or target >= 0.99 else "mix"
     video = item["video"] if len(item["video"]) <= width else "…" + item["video"][1 - width:]
     return f"{kind} {target:.2f} | {item['dropout']}\n{video}"
 
@@ -67,7 +70,7 @@ def render(dataset: CropDataset, samples: int, cols: int) -> plt.Figure:
             ax.imshow(to_rgb(item["image"], dataset.config))
             ax.set_title(caption(item), fontsize=8)
     figure.suptitle(f"{dataset.root.name}: from epoch {first_epoch}, seed {dataset.seed}, "
-                    f"{dataset.config.input_size} px, mixup {dataset.mixup}", fontsize=9)
+                    f"{dataset.config.input_size} px, mixup {dataset.mixup}, mix {dataset.mix}", fontsize=9)
     figure.tight_layout()
     return figure
 
@@ -77,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     config = ModelConfig(encoder="preview", input_size=args.size)
     try:
-        dataset = CropDataset(args.crops, config, fold=args.fold, train=True, mixup=args.mixup, seed=args.seed)
+        dataset = CropDataset(args.crops, config, fold=args.fold, train=True, mixup=args.mixup,
+                              mix=dict(zip(SOURCES, args.mix)), seed=args.seed)
         dataset.set_epoch(args.epoch)
         figure = render(dataset, args.samples, args.cols)
-    except PreparedDataError as err:
+    except ValueError as err:  # PreparedDataError or an impossible --mix
         log.error("%s", err)
         return 1
     buffer = io.BytesIO()

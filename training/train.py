@@ -45,9 +45,10 @@ from preprocessing.logs import configure_logging
 from . import distributed
 from .augment import train_pipeline
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint, weights_mismatch
-from .dataset import CropDataset, PreparedDataError
+from .dataset import DEFAULT_MIX, CropDataset, PreparedDataError, check_mix
 from .dropout import StructuredDropout
 from .engine import PRECISIONS, Precision, predict, train_one_epoch, video_metrics
+from .selfblend import SelfBlend
 from .zoo import ConfigError, DeepfakeClassifier, ModelConfig, build_model, strict_fields
 
 logger = logging.getLogger("training.train")  # the same name under python -m
@@ -128,18 +129,31 @@ class DataConfig:
     fakes as reals each epoch; blend a fake with its aligned real with probability ``mixup``; clip
     training targets to ``[clip_targets, 1 - clip_targets]`` (the winner's 0.01); ``dropout``: the
     :class:`training.dropout.StructuredDropout` probabilities to change (null: no structured dropout);
-    ``augment``: the :func:`training.augment.train_pipeline` probabilities to change. Validation crops
-    are never augmented, balanced or clipped."""
+    ``augment``: the :func:`training.augment.train_pipeline` probabilities to change; ``mix``: the
+    shares of real crops, fake crops and self-blended pseudo-fakes in a balanced epoch (absent: 0;
+    ``{"real": 0.5, "pseudo": 0.5}`` trains on real videos alone); ``selfblend``: the
+    :class:`training.selfblend.SelfBlend` settings to change. Validation crops are never augmented,
+    balanced or clipped."""
 
     balance: bool = True
     mixup: float = 0.0
     clip_targets: float | None = 0.01
     dropout: dict[str, float] | None = field(default_factory=dict)
     augment: dict[str, float] = field(default_factory=dict)
+    mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    selfblend: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if not 0 <= self.mixup <= 1 or (self.clip_targets is not None and not 0 <= self.clip_targets < 0.5):
             raise ConfigError("data config: mixup must be in [0, 1], clip_targets null or in [0, 0.5)")
+        strict_fields(SelfBlend, self.selfblend, "data config: selfblend")
+        try:
+            check_mix(self.mix)
+            SelfBlend(**self.selfblend)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"data config: {err}") from None
+        if self.mix.get("pseudo") and not self.balance:
+            raise ConfigError("data config: a pseudo share in mix needs balance: true")
         if self.dropout is not None:
             strict_fields(StructuredDropout, self.dropout, "data config: dropout")
         unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
@@ -184,7 +198,8 @@ def make_datasets(root: str | os.PathLike, fold: int | None, config: RunConfig) 
     dropout = StructuredDropout(**data.dropout) if data.dropout is not None else None
     train = CropDataset(root, config.model, fold, train=True, balance=data.balance, dropout=dropout,
                         pipeline=train_pipeline(config.model.input_size, **data.augment), mixup=data.mixup,
-                        clip_targets=data.clip_targets, seed=config.train.seed)
+                        clip_targets=data.clip_targets, mix=data.mix, selfblend=SelfBlend(**data.selfblend),
+                        seed=config.train.seed)
     return train, CropDataset(root, config.model, fold, train=False)
 
 
@@ -273,7 +288,7 @@ def fit(
             distributed.sync_state(evaluated)
             crops = predict(evaluated, val_loader, precision, desc=f"val {epoch}")
             metrics, videos = video_metrics(crops.video, crops.target, crops.prob)
-            row = {"epoch": epoch, "lr": lr, "train_loss": stats["loss"], **{f"val_{k}": v for k, v in metrics.items()},
+            row = {"epoch": epoch, "lr": lr, "train_loss": stats["loss"], "train_fake_share": stats["fake_share"], **{f"val_{k}": v for k, v in metrics.items()},
                    "images_per_s": stats["images_per_s"], "train_seconds": stats["seconds"]}
             best_before = min((r["val_logloss"] for r in history), default=math.inf)
             history.append(row)
