@@ -1,0 +1,64 @@
+"""Cross-validation of training configs on the real prepared sample: every video scored once per config
+and checkpoint, by the run of its own fold, pooled metrics equal to sklearn's, finished runs reused."""
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import log_loss, roc_auc_score
+
+from training import crossval
+from training.train import DataConfig, RunConfig, TrainConfig
+from training.zoo import ModelConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def write_config(path, mix):
+    train = TrainConfig(epochs=2, batch_size=2, iterations=1, optimizer="adamw", lr=1e-3, precision="fp32", workers=0)
+    path.write_text(json.dumps(RunConfig(ModelConfig("mobilenetv3_small_050", 64), train, DataConfig(mix=mix)).to_dict()))
+    return path
+
+
+def test_every_video_is_scored_once_per_config_by_its_folds_run(prepared_dir, tmp_path, caplog):
+    configs = [write_config(tmp_path / "plain.json", {"real": 0.5, "fake": 0.5}),
+               write_config(tmp_path / "pseudo.json", {"real": 0.5, "fake": 0.25, "pseudo": 0.25})]
+    out = tmp_path / "cv"
+    caplog.set_level(logging.INFO, logger="training.crossval")
+    argv = ["--configs", *map(str, configs), "--data", str(prepared_dir), "--out", str(out)]
+    assert crossval.main(argv) == 0
+    videos = pd.read_csv(out / "videos.csv")
+    prepared = pd.read_csv(prepared_dir / "videos.csv").set_index("video")
+    assert set(prepared.fold) == {0, 1}
+    for (config, checkpoint), part in videos.groupby(["config", "checkpoint"]):
+        part = part.set_index("video")
+        assert sorted(part.index) == sorted(prepared.index), (config, checkpoint)
+        assert (part.fold == prepared.fold[part.index]).all() and (part.label == prepared.label[part.index]).all()
+    # best.pt scores what training recorded for its best epoch
+    for fold in (0, 1):
+        recorded = pd.read_csv(out / "plain" / f"fold{fold}" / "best_videos.csv").set_index("video")
+        best = videos.query("config == 'plain' and checkpoint == 'best' and fold == @fold").set_index("video")
+        assert np.allclose(best.prob, recorded.prob[best.index], atol=1e-5)
+    # pooled metrics: the mean of the real and fake videos' log-losses, and AUC, over both folds
+    summary = pd.read_csv(out / "summary.csv").set_index(["config", "checkpoint"])
+    assert len(summary) == 4 and (summary.videos == len(prepared)).all()
+    pooled = videos.query("config == 'pseudo' and checkpoint == 'last'")
+    real, fake = pooled[pooled.label == 0], pooled[pooled.label == 1]
+    expected = (log_loss(real.label, real.prob, labels=[0, 1]) + log_loss(fake.label, fake.prob, labels=[0, 1])) / 2
+    assert summary.loc[("pseudo", "last"), "logloss"] == pytest.approx(expected)
+    assert summary.loc[("pseudo", "last"), "auc"] == pytest.approx(roc_auc_score(pooled.label, pooled.prob))
+    assert len(pd.read_csv(out / "folds.csv")) == 8
+    assert "pooled over folds [0, 1]" in caplog.text
+    # a second call reuses the finished runs
+    weights = {path: path.stat().st_mtime_ns for path in out.rglob("*.pt")}
+    assert len(weights) == 8 and crossval.main(argv) == 0
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*.pt")} == weights
+
+
+def test_a_missing_config_is_one_clear_line(prepared_dir, tmp_path, caplog):
+    argv = ["--configs", str(tmp_path / "nope.json"), "--data", str(prepared_dir), "--out", str(tmp_path / "cv")]
+    assert crossval.main(argv) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"{tmp_path / 'nope.json'}: no such config file"]
+    assert not (tmp_path / "cv" / "summary.csv").exists()

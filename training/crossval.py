@@ -1,0 +1,121 @@
+"""Compare training configs by k-fold cross-validation: every config trains once per fold, and its
+validation videos of all folds are pooled and scored together.
+
+    python -m training.crossval --configs training/configs/cpu_demo.json training/configs/cpu_demo_selfblend.json \
+        --data prepared/ffpp --out runs/crossval [--folds 0 1 2 3 4]
+
+Each run is ``OUT/<config name>/fold<K>``, trained by ``python -m training.train`` (a run cut off is
+resumed, a finished one reused). Folds keep identities apart, so every video is scored once, by the
+model that never saw its identity. Written to ``OUT``: ``videos.csv`` (config, checkpoint, fold,
+video, label, prob: each validation video scored by the run's ``best.pt`` and by its ``last.pt``),
+``folds.csv`` (the metrics of each fold) and ``summary.csv`` (the pooled metrics, also logged as a
+table). ``best`` is the epoch with the lowest validation log-loss of its own fold, so its numbers are
+optimistic; ``last`` is the end of training, chosen by nobody.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from preprocessing.fileio import atomic_write
+from preprocessing.logs import configure_logging
+
+from . import train
+from .checkpoint import CheckpointError, load_model
+from .dataset import CropDataset, PreparedDataError, make_loader, read_prepared
+from .engine import Precision, predict, video_metrics
+from .zoo import ConfigError
+
+logger = logging.getLogger("training.crossval")
+
+CHECKPOINTS = ("best", "last")
+METRICS = ("videos", "logloss", "logloss_real", "logloss_fake", "auc")
+
+
+def run_dir(out: Path, config: Path, fold: int) -> Path:
+    return out / config.stem / f"fold{fold}"
+
+
+class TrainingFailed(Exception):
+    """A run ended with an error, which ``python -m training.train`` has logged."""
+
+
+def train_fold(config: Path, data: Path, fold: int, run: Path) -> None:
+    """Train ``config`` on ``fold`` into ``run``, resuming a run cut off; nothing when it is finished."""
+    epochs = train.load_config(config).train.epochs
+    done = len(pd.read_csv(run / "metrics.csv")) if (run / "metrics.csv").is_file() else 0
+    if done >= epochs:
+        logger.info("%s: finished (%d epochs), reused", run, done)
+        return
+    logger.info("%s: training %s on fold %d", run, config, fold)
+    argv = ["--config", str(config), "--data", str(data), "--fold", str(fold), "--out", str(run)]
+    if train.main(argv + (["--resume"] if (run / "last.pt").is_file() else [])) != 0:
+        raise TrainingFailed
+
+
+def score_run(run: Path, data: Path, fold: int, checkpoint: str) -> pd.DataFrame:
+    """The per-video scores (``video``, ``label``, ``prob``) of ``run``'s ``checkpoint`` on ``fold``."""
+    model = load_model(run / f"{checkpoint}.pt")
+    precision = Precision.resolve("fp32", "cpu")
+    crops = predict(model, make_loader(CropDataset(data, model.config, fold), batch_size=64), precision,
+                    desc=f"{run.parent.name} fold {fold} {checkpoint}")
+    return video_metrics(crops.video, crops.target, crops.prob)[1][["video", "label", "prob"]]
+
+
+def crossvalidate(configs: list[Path], data: Path, out: Path, folds: list[int]) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                                                           pd.DataFrame]:
+    """Train every config on every fold and score them: ``(videos, folds, summary)`` as in the module doc."""
+    tables = []
+    for config in configs:
+        for fold in folds:
+            run = run_dir(out, config, fold)
+            train_fold(config, data, fold, run)
+            for checkpoint in CHECKPOINTS:
+                videos = score_run(run, data, fold, checkpoint)
+                tables.append(videos.assign(config=config.stem, checkpoint=checkpoint, fold=fold))
+    videos = pd.concat(tables, ignore_index=True)[["config", "checkpoint", "fold", "video", "label", "prob"]]
+    by_fold = _metrics(videos, ["config", "checkpoint", "fold"])
+    summary = _metrics(videos, ["config", "checkpoint"])
+    return videos, by_fold, summary
+
+
+def _metrics(videos: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    rows = [{**dict(zip(keys, key)), **video_metrics(part.video, part.label, part.prob)[0]}
+            for key, part in videos.groupby(keys, sort=False)]
+    return pd.DataFrame(rows)[[*keys, *METRICS]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.crossval", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", type=Path, required=True, help="JSON training configs to compare")
+    parser.add_argument("--data", type=Path, required=True, help="folder written by python -m preprocessing.prepare")
+    parser.add_argument("--out", type=Path, default=Path("runs/crossval"), help="output folder (default: runs/crossval)")
+    parser.add_argument("--folds", nargs="+", type=int, help="folds to validate on (default: every fold of --data)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        folds = args.folds or sorted(read_prepared(args.data)["fold"].unique().tolist())
+        videos, by_fold, summary = crossvalidate(args.configs, args.data, args.out, folds)
+    except (ConfigError, CheckpointError, PreparedDataError) as err:
+        logger.error("%s", err)
+        return 2
+    except TrainingFailed:
+        return 2
+    for name, table in (("videos", videos), ("folds", by_fold), ("summary", summary)):
+        with atomic_write(args.out / f"{name}.csv", "w", newline="") as f:
+            table.to_csv(f, index=False)
+    logger.info("pooled over folds %s:\n%s", folds, summary.to_string(index=False, float_format="%.3f"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
