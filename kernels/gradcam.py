@@ -1,4 +1,5 @@
-"""Where a model looks: Grad-CAM on the last feature map of any timm encoder, mapped onto the crop.
+"""Where a model looks: Grad-CAM on the last feature map of any timm encoder, mapped onto the crop;
+and, for a model trained with a map head, where it says the crop was manipulated.
 
 Works through timm's ``forward_features`` / ``forward_head`` split, so EfficientNet, Xception and
 MobileNetV3 (whose head convolution comes after pooling) are handled alike. Heat maps are float32
@@ -52,6 +53,19 @@ def gradcam(model: DeepfakeClassifier, crops: Sequence[np.ndarray]) -> tuple[lis
         cam = unpad(cam, *crop.shape[:2])
         heat.append((cam / cam.max() if cam.max() > 0 else cam).astype(np.float32))
     return heat, torch.sigmoid(logits.detach()).cpu().numpy()
+
+
+@torch.no_grad()
+def manipulation_map(model: DeepfakeClassifier, crops: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """The map head's probability that each pixel was manipulated, for each RGB crop (crop-sized, in
+    [0, 1], not rescaled), and the fake probabilities. ValueError for a model without a map head."""
+    model.eval()
+    batch = to_batch(list(crops), model.config).to(next(model.parameters()).device)
+    logits, maps = model(batch, with_map=True)
+    maps = torch.sigmoid(torch.nn.functional.interpolate(maps.float(), size=batch.shape[-2:], mode="bilinear",
+                                                         align_corners=False))[:, 0].cpu().numpy()
+    return ([unpad(m, *crop.shape[:2]).astype(np.float32) for m, crop in zip(maps, crops)],
+            torch.sigmoid(logits.float()).cpu().numpy())
 
 
 def overlay(crop: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:

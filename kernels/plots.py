@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from preprocessing.geometry import resize_and_pad
 from training.zoo import DeepfakeClassifier
 
-from .gradcam import gradcam, overlay
+from .gradcam import gradcam, manipulation_map, overlay
 
 
 def png_bytes(fig: Figure, dpi: int = 90) -> bytes:
@@ -45,15 +45,16 @@ def spread(count: int, keep: int) -> np.ndarray:
 
 
 def crop_strip(frames: pd.DataFrame, max_crops: int = 8, size: int = 112,
-               model: DeepfakeClassifier | None = None) -> Figure:
+               model: DeepfakeClassifier | None = None, view: str = "gradcam") -> Figure:
     """One video's face crops in frame order (at most ``max_crops``, evenly chosen), each titled with its
     frame index, track and probability; the border is red for p > 0.5, green otherwise. With ``model``,
-    each crop is overlaid with that model's Grad-CAM heat (red: pushes towards fake) and titled with
-    its probability."""
+    each crop is overlaid with that model's Grad-CAM heat (``view="gradcam"``; red: pushes towards
+    fake) or its map head's manipulation map (``view="map"``; red: manipulated) and titled with its
+    probability."""
     rows = frames.sort_values(["frame", "track"]).iloc[spread(len(frames), max_crops)]
     images = [load_crop(c) for c in rows["crop"]]
     if model is not None and images:
-        heat, probs = gradcam(model, images)
+        heat, probs = {"gradcam": gradcam, "map": manipulation_map}[view](model, images)
         images = [overlay(image, h) for image, h in zip(images, heat)]
         rows = rows.assign(prob=probs)
     fig = Figure(figsize=(1.6 * max(len(rows), 1), 2.0))

@@ -57,8 +57,8 @@ def folder_section(scores: Scores, labels: pd.DataFrame) -> str:
 
 
 def video_section(scores: Scores, filename: str, max_crops: int, ensemble: Ensemble | None = None) -> str:
-    """One video: its score, status, crop strip (and one Grad-CAM strip per model of ``ensemble``),
-    timeline and track table."""
+    """One video: its score, status, crop strip (and one Grad-CAM strip per model of ``ensemble``, and
+    a manipulation-map strip per model with a map head), timeline and track table."""
     one = scores.video(filename)
     row = one.videos.iloc[0]
     kind = "prior" if row["status"] != "ok" else ("fake" if row["label"] > 0.5 else "real")
@@ -72,6 +72,10 @@ def video_section(scores: Scores, filename: str, max_crops: int, ensemble: Ensem
         for name, model in zip(ensemble.names, ensemble.models) if ensemble else ():
             strip = plots.crop_strip(one.frames, max_crops, model=model)
             parts.append(f"<p>Grad-CAM of {html.escape(name)}</p>" + img(plots.png_bytes(strip), f"{filename} gradcam {name}"))
+            if model.decoder is not None:
+                strip = plots.crop_strip(one.frames, max_crops, model=model, view="map")
+                parts.append(f"<p>Manipulation map of {html.escape(name)}</p>"
+                             + img(plots.png_bytes(strip), f"{filename} map {name}"))
     parts.append(img(plots.png_bytes(plots.timeline(one.frames, row["label"], scores.strategy)), f"{filename} timeline"))
     parts.append(one.tracks.drop(columns="filename").to_html(index=False, float_format=lambda v: f"{v:.3f}"))
     return f"<section>{''.join(parts)}</section>"
@@ -101,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=16, help="frames per video (default: %(default)s)")
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="confident", help="default: %(default)s")
     p.add_argument("--max-crops", type=int, default=8, help="crops shown per video (default: %(default)s)")
-    p.add_argument("--no-gradcam", action="store_true", help="leave out the Grad-CAM strips (one backward pass per crop shown)")
+    p.add_argument("--no-gradcam", action="store_true", help="leave out the Grad-CAM strips (one backward pass per crop shown) and the map-head strips")
     p.add_argument("--workers", type=int, default=1, help="decode+detect processes (0: in this process)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="as kernels.predict")
     p.add_argument("--fresh", action="store_true", help="rescore every video (crops of resumed videos are not shown)")

@@ -101,12 +101,16 @@ def check_mix(mix: dict[str, float]) -> dict[str, float]:
 
 
 class CropDataset(Dataset):
-    """Prepared crops as ``{"image", "target", "video", "group", "source", "dropout"}`` samples.
+    """Prepared crops as ``{"image", "target", "video", "group", "source", "dropout", "mask",
+    "mask_known"}`` samples.
 
     ``image`` is a normalised ``(3, S, S)`` float tensor (``S = config.input_size``, normalised as
     :func:`training.zoo.to_batch` does), ``target`` a float32 scalar (1 = fake; a mixup weight when
     mixed; clipped to ``[clip_targets, 1 - clip_targets]`` when set), ``dropout`` names the dropout
     that fired (``none``, ``eyes``, ``half_face+cutout``, ...), ``source`` one of :data:`SOURCES`.
+    ``mask`` is an ``(S, S)`` float tensor in [0, 1] that moves with the image: the difference mask of a
+    fake (scaled by its mixup weight), the blend mask of a pseudo-fake, zeros for a real crop; and
+    zeros with ``mask_known`` False for a fake prepared without one (the map head's loss skips it).
 
     ``fold=K`` selects the training folds (all but K) when ``train`` and fold K otherwise; ``None``
     takes every crop. Training draws structured ``dropout`` (None: off), runs ``pipeline`` (default
@@ -204,17 +208,19 @@ class CropDataset(Dataset):
             mask = np.rint(blend * 255).astype(np.uint8)
             if not mask.any():  # the whole face lies outside the crop: nothing was blended
                 source, target, mask = "real", 0.0, None
-        elif row["real_crop"] and rng.random() < self.mixup:
+        elif row["mask"]:
+            mask = read_mask(self.root / row["mask"], image.shape)
+        if source == "fake" and row["real_crop"] and rng.random() < self.mixup:
             target = sample_weight(rng)
             image = blend_pair(read_crop(self.root / row["real_crop"]), image, target)
+            mask = np.rint(mask * target).astype(np.uint8) if mask is not None else None
         names = []
         if self.dropout is not None:
-            if mask is None and row["mask"]:
-                mask = read_mask(self.root / row["mask"], image.shape)
             image, name = self.dropout(image, rng, landmarks, mask, fake=source != "real")
             names += [name] if name != "none" else []
+        known = source == "real" or mask is not None
         seed_pipeline(self.pipeline, rng)
-        result = self.pipeline(image=image)
+        result = self.pipeline(image=image, mask=mask if mask is not None else np.zeros(image.shape[:2], np.uint8))
         names += ["cutout"] if "CoarseDropout" in applied(result) else []
         if self.clip_targets is not None:
             target = min(max(target, self.clip_targets), 1.0 - self.clip_targets)
@@ -225,6 +231,8 @@ class CropDataset(Dataset):
             "group": row["group"],
             "source": source,
             "dropout": "+".join(names) or "none",
+            "mask": torch.from_numpy(result["mask"]).float().div_(255.0),
+            "mask_known": known,
         }
 
 

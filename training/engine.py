@@ -85,6 +85,16 @@ def balanced_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.stack([losses[part].mean() for part in (fake, ~fake) if part.any()]).mean()
 
 
+def map_loss(map_logits: torch.Tensor, masks: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Per-pixel binary cross-entropy of a map head's logits (B, 1, h, w) against the samples' masks
+    (B, S, S) in [0, 1], averaged over h x w with the masks area-resized to it, then over the samples
+    whose mask is ``known``; 0 when none is. Computed in fp32."""
+    targets = F.interpolate(masks[:, None].float(), size=map_logits.shape[-2:], mode="area")
+    losses = F.binary_cross_entropy_with_logits(map_logits.float(), targets, reduction="none").mean(dim=(1, 2, 3))
+    weights = known.float()
+    return (losses * weights).sum() / weights.sum().clamp(min=1.0)
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable[dict[str, Any]],
@@ -98,17 +108,21 @@ def train_one_epoch(
     step: int = 0,
     total: int | None = None,
     desc: str = "train",
+    map_weight: float = 1.0,
 ) -> dict[str, float]:
-    """One pass of optimisation over ``batches``, stepping ``scheduler`` every iteration.
+    """One pass of optimisation over ``batches``, stepping ``scheduler`` every iteration. The loss is
+    :func:`balanced_bce`, plus ``map_weight`` times :func:`map_loss` for a model with a map head.
 
     ``step`` is the number of optimizer steps taken before (it drives the EMA's warm-up); ``total`` the
     number of batches, for the progress bar. Returns ``loss`` (mean over iterations and ranks), ``step``
     (after the epoch), ``images`` (seen by all ranks), ``fake_share`` (their share with target > 0.5),
-    ``seconds`` and ``images_per_s``.
+    ``map_loss`` (mean, NaN without a map head), ``seconds`` and ``images_per_s``.
     """
     scaler = scaler or precision.scaler()
     model.train()
+    with_map = getattr(unwrap(model), "decoder", None) is not None
     losses: list[float] = []
+    map_losses: list[float] = []
     images_seen = fakes_seen = 0
     start = time.perf_counter()
     bar = tqdm(batches, total=total, desc=desc, disable=not distributed.is_primary(), leave=False)
@@ -116,8 +130,14 @@ def train_one_epoch(
         images = precision.images(batch["image"])
         targets = batch["target"].to(precision.device, non_blocking=True)
         with precision.autocast():
-            logits = model(images)
-        loss = balanced_bce(logits, targets)
+            output = model(images, with_map=True) if with_map else model(images)
+        if with_map:
+            logits, maps = output
+            pixels = map_loss(maps, batch["mask"].to(precision.device), batch["mask_known"].to(precision.device))
+            loss = balanced_bce(logits, targets) + map_weight * pixels
+            map_losses.append(pixels.item())
+        else:
+            loss = balanced_bce(output, targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if clip_grad_norm:
@@ -141,6 +161,7 @@ def train_one_epoch(
         "step": step,
         "images": images_seen,
         "fake_share": fake_share,
+        "map_loss": distributed.mean(np.mean(map_losses)) if map_losses else math.nan,
         "seconds": seconds,
         "images_per_s": images_seen / seconds if seconds > 0 else math.nan,
     }

@@ -69,7 +69,8 @@ class TrainConfig:
     "auto" (bf16 on CUDA, fp16 where bf16 is missing, fp32 on the CPU), "fp32", "bf16", "fp16" (CUDA
     only). ``ema_decay`` keeps an exponential moving average of the weights, which is then what is
     validated and saved. ``sync_bn`` synchronises batch norm across CUDA processes. ``pretrained``
-    starts the encoder from timm's ImageNet weights."""
+    starts the encoder from timm's ImageNet weights. ``map_weight`` weighs the map head's per-pixel
+    loss beside the classifier's (models whose config sets ``map_head``)."""
 
     epochs: int
     batch_size: int
@@ -89,6 +90,7 @@ class TrainConfig:
     pretrained: bool = False
     workers: int = 2
     seed: int = 0
+    map_weight: float = 1.0
 
     def __post_init__(self):
         problems = [
@@ -106,6 +108,7 @@ class TrainConfig:
                 (self.clip_grad_norm is not None and not self.clip_grad_norm > 0, "clip_grad_norm must be null or > 0"),
                 (self.ema_decay is not None and not 0 < self.ema_decay < 1, "ema_decay must be null or in (0, 1)"),
                 (not isinstance(self.workers, int) or self.workers < 0, "workers must be an int >= 0"),
+                (not self.map_weight >= 0, "map_weight must be >= 0"),
             ) if bad
         ]
         if problems:
@@ -283,12 +286,13 @@ def fit(
             batches = _epoch_batches(train_loader, epoch, iterations)
             stats = train_one_epoch(net, batches, optimizer, scheduler, precision, scaler=scaler,
                                     clip_grad_norm=cfg.clip_grad_norm, ema=ema, step=step, total=iterations,
-                                    desc=f"epoch {epoch}")
+                                    desc=f"epoch {epoch}", map_weight=cfg.map_weight)
             step = stats["step"]
             distributed.sync_state(evaluated)
             crops = predict(evaluated, val_loader, precision, desc=f"val {epoch}")
             metrics, videos = video_metrics(crops.video, crops.target, crops.prob)
-            row = {"epoch": epoch, "lr": lr, "train_loss": stats["loss"], "train_fake_share": stats["fake_share"], **{f"val_{k}": v for k, v in metrics.items()},
+            row = {"epoch": epoch, "lr": lr, "train_loss": stats["loss"], "train_fake_share": stats["fake_share"],
+                   "train_map_loss": stats["map_loss"], **{f"val_{k}": v for k, v in metrics.items()},
                    "images_per_s": stats["images_per_s"], "train_seconds": stats["seconds"]}
             best_before = min((r["val_logloss"] for r in history), default=math.inf)
             history.append(row)

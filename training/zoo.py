@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from preprocessing.geometry import resize_and_pad
@@ -36,7 +37,8 @@ def strict_fields(cls, values: dict[str, Any], where: str) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ModelConfig:
     """What a model is: ``encoder`` (timm name, e.g. ``tf_efficientnet_b7.ns_jft_in1k``), square
-    ``input_size`` in pixels, per-channel ``mean``/``std`` of RGB in [0, 1], and head ``dropout``."""
+    ``input_size`` in pixels, per-channel ``mean``/``std`` of RGB in [0, 1], head ``dropout``, and
+    ``map_head``: a :class:`MapDecoder` beside the classifier that learns where a crop was manipulated."""
 
     encoder: str
     input_size: int
@@ -44,6 +46,7 @@ class ModelConfig:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     dropout: float = 0.0
     drop_path_rate: float = 0.0
+    map_head: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -61,8 +64,36 @@ class ModelConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
+def conv_block(channels_in: int, channels_out: int) -> nn.Sequential:
+    """3x3 convolution, batch norm, ReLU."""
+    return nn.Sequential(nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(channels_out), nn.ReLU(inplace=True))
+
+
+class MapDecoder(nn.Module):
+    """A light U-Net-style decoder: from the deepest feature map up, upsample, concatenate the next
+    shallower encoder features, one :func:`conv_block` of ``width`` channels; then one logit per
+    pixel at the shallowest level's resolution (a quarter of the input's side)."""
+
+    def __init__(self, channels: Sequence[int], width: int = 64):
+        super().__init__()
+        self.top = conv_block(channels[-1], width)
+        self.blocks = nn.ModuleList(conv_block(width + c, width) for c in channels[:-1])
+        self.out = nn.Conv2d(width, 1, 1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``features`` shallow to deep; returns (B, 1, h, w) logits, h x w the shallowest's size."""
+        x = self.top(features[-1])
+        for skip, block in zip(reversed(features[:-1]), reversed(self.blocks)):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.out(x)
+
+
 class DeepfakeClassifier(nn.Module):
-    """timm encoder -> global average pooling -> dropout -> one logit (positive means fake)."""
+    """timm encoder -> global average pooling -> dropout -> one logit (positive means fake), and with
+    ``config.map_head`` a :class:`MapDecoder` on the encoder's feature maps from a quarter of the
+    input's side down."""
 
     def __init__(self, config: ModelConfig, pretrained: bool = False, pretrained_file: str | os.PathLike | None = None):
         super().__init__()
@@ -72,10 +103,21 @@ class DeepfakeClassifier(nn.Module):
         # Pooled width: after the head convolution where a model has one (MobileNetV3: 1024, not num_features 576).
         width = getattr(self.encoder, "head_hidden_size", None) or self.encoder.num_features
         self.head = nn.Linear(width, 1)
+        # the feature levels the map decoder reads: every one from a quarter of the input's side down
+        self.map_levels = [i for i, level in enumerate(self.encoder.feature_info) if level["reduction"] >= 4]
+        self.decoder = MapDecoder([self.encoder.feature_info[i]["num_chs"] for i in self.map_levels]) \
+            if config.map_head else None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``images``: (B, 3, S, S) normalised; returns (B,) logits."""
-        return self.head(self.dropout(self.encoder(images))).squeeze(1)
+    def forward(self, images: torch.Tensor, with_map: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``images``: (B, 3, S, S) normalised; returns (B,) logits, and with ``with_map`` (map head
+        only) also the (B, 1, ~S/4, ~S/4) manipulation-map logits."""
+        if not with_map:
+            return self.head(self.dropout(self.encoder(images))).squeeze(1)
+        if self.decoder is None:
+            raise ValueError(f"{self.config.encoder}: this model has no map head (model config map_head: false)")
+        final, levels = self.encoder.forward_intermediates(images, indices=self.map_levels)
+        logits = self.head(self.dropout(self.encoder.forward_head(final))).squeeze(1)
+        return logits, self.decoder(levels)
 
 
 def build_model(config: ModelConfig, pretrained: bool = False,
