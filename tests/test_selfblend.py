@@ -2,6 +2,7 @@
 real crops, fakes and pseudo-fakes, and a training run on real videos alone."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,10 +13,11 @@ from training.augment import val_pipeline
 from training.dataset import LANDMARK_COLUMNS, SOURCES, CropDataset, PreparedDataError, read_crop, read_prepared
 from training.dropout import LEFT_EYE, LEFT_MOUTH, NOSE, RIGHT_EYE, RIGHT_MOUTH, face_axes
 from training.selfblend import BLEND_RATIOS, REGIONS, SelfBlend
-from training.train import DataConfig, RunConfig, TrainConfig, main
+from training.train import DataConfig, RunConfig, TrainConfig, load_config, main
 from training.zoo import ConfigError, ModelConfig, to_batch
 
 CONFIG = ModelConfig("mobilenetv3_small_050", 64)
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +204,22 @@ def test_a_training_run_on_real_videos_alone_learns_from_both_classes(prepared_d
     assert metrics.val_auc.isna().all() and metrics.val_logloss_fake.isna().all()  # real videos validate
     assert np.isfinite(metrics.val_logloss_real).all()
     assert json.loads((out / "config.json").read_text())["data"]["mix"] == {"real": 0.5, "pseudo": 0.5}
+
+
+# --- the shipped comparison ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, mix, map_head", [
+    ("fakes", {"real": 0.5, "fake": 0.5, "pseudo": 0.0}, False),
+    ("pseudo", {"real": 0.5, "fake": 0.0, "pseudo": 0.5}, False),
+    ("both", {"real": 0.5, "fake": 0.25, "pseudo": 0.25}, False),
+    ("pseudo_map", {"real": 0.5, "fake": 0.0, "pseudo": 0.5}, True),
+    ("both_map", {"real": 0.5, "fake": 0.25, "pseudo": 0.25}, True),
+])
+def test_the_selfblend_variants_are_the_cpu_demo_recipe_but_for_the_mix(name, mix, map_head):
+    """The variants compare data mixes at the same budget: everything else is the demo's recipe."""
+    demo = load_config(CONFIGS / "cpu_demo.json").to_dict()
+    variant = load_config(CONFIGS / "selfblend" / f"{name}.json").to_dict()
+    assert demo["data"].pop("mix") == {"real": 0.5, "fake": 0.5, "pseudo": 0.0} and not demo["model"].pop("map_head")
+    assert variant["data"].pop("mix") == mix and variant["model"].pop("map_head") is map_head
+    assert variant == demo

@@ -1,7 +1,7 @@
 """Compare training configs by k-fold cross-validation: every config trains once per fold, and its
 validation videos of all folds are pooled and scored together.
 
-    python -m training.crossval --configs training/configs/cpu_demo.json training/configs/cpu_demo_selfblend.json \
+    python -m training.crossval --configs training/configs/selfblend/{fakes,pseudo,both}.json \
         --data prepared/ffpp --out runs/crossval [--folds 0 1 2 3 4]
 
 Each run is ``OUT/<config name>/fold<K>``, trained by ``python -m training.train`` (a run cut off is
