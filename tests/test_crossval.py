@@ -26,7 +26,7 @@ def test_every_video_is_scored_once_per_config_by_its_folds_run(prepared_dir, tm
                write_config(tmp_path / "pseudo.json", {"real": 0.5, "fake": 0.25, "pseudo": 0.25})]
     out = tmp_path / "cv"
     caplog.set_level(logging.INFO, logger="training.crossval")
-    argv = ["--configs", *map(str, configs), "--data", str(prepared_dir), "--out", str(out)]
+    argv = ["--configs", *map(str, configs), "--data", str(prepared_dir), "--out", str(out), "--bootstrap", "200"]
     assert crossval.main(argv) == 0
     videos = pd.read_csv(out / "videos.csv")
     prepared = pd.read_csv(prepared_dir / "videos.csv").set_index("video")
@@ -48,12 +48,33 @@ def test_every_video_is_scored_once_per_config_by_its_folds_run(prepared_dir, tm
     expected = (log_loss(real.label, real.prob, labels=[0, 1]) + log_loss(fake.label, fake.prob, labels=[0, 1])) / 2
     assert summary.loc[("pseudo", "last"), "logloss"] == pytest.approx(expected)
     assert summary.loc[("pseudo", "last"), "auc"] == pytest.approx(roc_auc_score(pooled.label, pooled.prob))
+    for metric in ("logloss", "auc"):
+        assert (summary[f"{metric}_lo"] <= summary[metric]).all() and (summary[metric] <= summary[f"{metric}_hi"]).all()
     assert len(pd.read_csv(out / "folds.csv")) == 8
     assert "pooled over folds [0, 1]" in caplog.text
     # a second call reuses the finished runs
     weights = {path: path.stat().st_mtime_ns for path in out.rglob("*.pt")}
     assert len(weights) == 8 and crossval.main(argv) == 0
     assert {path: path.stat().st_mtime_ns for path in out.rglob("*.pt")} == weights
+    pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), summary.reset_index())  # seeded intervals
+
+
+def test_bootstrap_intervals_keep_both_classes_and_narrow_with_more_videos():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(15, int), np.ones(28, int)]
+    probs = np.clip(0.5 + 0.15 * (labels - 0.5) + rng.normal(0, 0.15, len(labels)), 0.01, 0.99)
+    few = crossval.intervals(labels, probs)
+    many = crossval.intervals(np.tile(labels, 16), np.tile(probs, 16))
+    metrics = crossval.label_metrics(labels, probs)
+    for metric in ("logloss", "auc"):
+        assert few[f"{metric}_lo"] < metrics[metric] < few[f"{metric}_hi"]
+        assert many[f"{metric}_lo"] < metrics[metric] < many[f"{metric}_hi"]
+        # 16 times the videos: about a quarter of the width
+        width = {name: bounds[f"{metric}_hi"] - bounds[f"{metric}_lo"] for name, bounds in (("few", few), ("many", many))}
+        assert 0.15 < width["many"] / width["few"] < 0.4, metric
+    one_real = np.r_[0, np.ones(10, int)]  # every draw keeps its one real video: AUC defined, and 1
+    perfect = crossval.intervals(one_real, one_real * 0.8 + 0.1)
+    assert perfect["auc_lo"] == perfect["auc_hi"] == 1.0
 
 
 def test_a_missing_config_is_one_clear_line(prepared_dir, tmp_path, caplog):

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from training.checkpoint import load_model, read_checkpoint
 from training.dataset import LANDMARK_COLUMNS, read_crop
-from training.engine import Precision, balanced_bce, train_one_epoch, video_metrics
+from training.engine import Precision, balanced_bce, label_metrics, train_one_epoch, video_metrics
 from training.train import RunConfig, TrainConfig, _seed, fit, load_config, main, make_datasets
 from training.zoo import ConfigError, ModelConfig, build_model, to_batch
 
@@ -130,6 +130,18 @@ def test_video_metrics_average_crops_per_video_and_match_sklearn():
     assert metrics["logloss_fake"] == pytest.approx(log_loss([1, 1], video_probs[2:], labels=[0, 1]))
     assert metrics["logloss"] == pytest.approx((real + fake) / 2)
     assert metrics["auc"] == pytest.approx(roc_auc_score([0, 0, 1, 1], video_probs)) and metrics["videos"] == 4
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_label_metrics_equal_sklearns_with_ties_and_certain_answers(seed):
+    rng = np.random.default_rng(seed)
+    labels = np.r_[0, 1, rng.integers(0, 2, 40)]
+    probs = np.r_[0.0, 1.0, np.round(rng.random(40), 1)]  # certain answers, many ties
+    metrics = label_metrics(labels, probs)
+    real, fake = labels == 0, labels == 1
+    assert metrics["logloss_real"] == pytest.approx(log_loss(labels[real], probs[real], labels=[0, 1]))
+    assert metrics["logloss_fake"] == pytest.approx(log_loss(labels[fake], probs[fake], labels=[0, 1]))
+    assert metrics["auc"] == pytest.approx(roc_auc_score(labels, probs), abs=1e-12)
 
 
 def test_video_metrics_of_one_class_leave_the_other_and_auc_undefined():

@@ -8,9 +8,10 @@ Each run is ``OUT/<config name>/fold<K>``, trained by ``python -m training.train
 resumed, a finished one reused). Folds keep identities apart, so every video is scored once, by the
 model that never saw its identity. Written to ``OUT``: ``videos.csv`` (config, checkpoint, fold,
 video, label, prob: each validation video scored by the run's ``best.pt`` and by its ``last.pt``),
-``folds.csv`` (the metrics of each fold) and ``summary.csv`` (the pooled metrics, also logged as a
-table). ``best`` is the epoch with the lowest validation log-loss of its own fold, so its numbers are
-optimistic; ``last`` is the end of training, chosen by nobody.
+``folds.csv`` (the metrics of each fold) and ``summary.csv`` (the pooled metrics with 90% bootstrap
+intervals of log-loss and AUC, also logged as a table). ``best`` is the epoch with the lowest
+validation log-loss of its own fold, so its numbers are optimistic; ``last`` is the end of training,
+chosen by nobody.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from preprocessing.fileio import atomic_write
@@ -27,13 +30,20 @@ from preprocessing.logs import configure_logging
 from . import train
 from .checkpoint import CheckpointError, load_model
 from .dataset import CropDataset, PreparedDataError, make_loader, read_prepared
-from .engine import Precision, predict, video_metrics
+from .engine import Precision, label_metrics, predict, video_metrics
 from .zoo import ConfigError
 
 logger = logging.getLogger("training.crossval")
 
 CHECKPOINTS = ("best", "last")
+#: What the summary's rows are keyed by.
+KEYS = ("config", "checkpoint")
 METRICS = ("videos", "logloss", "logloss_real", "logloss_fake", "auc")
+#: The summary's columns: the metrics with the bounds of their bootstrap intervals.
+SUMMARY = ("videos", "logloss", "logloss_lo", "logloss_hi", "logloss_real", "logloss_fake", "auc", "auc_lo", "auc_hi")
+#: The bootstrap intervals' level and default number of resamples.
+LEVEL = 0.9
+RESAMPLES = 1000
 
 
 def run_dir(out: Path, config: Path, fold: int) -> Path:
@@ -66,9 +76,10 @@ def score_run(run: Path, data: Path, fold: int, checkpoint: str) -> pd.DataFrame
     return video_metrics(crops.video, crops.target, crops.prob)[1][["video", "label", "prob"]]
 
 
-def crossvalidate(configs: list[Path], data: Path, out: Path, folds: list[int]) -> tuple[pd.DataFrame, pd.DataFrame,
-                                                                                           pd.DataFrame]:
-    """Train every config on every fold and score them: ``(videos, folds, summary)`` as in the module doc."""
+def crossvalidate(configs: list[Path], data: Path, out: Path, folds: list[int],
+                  resamples: int = RESAMPLES) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Train every config on every fold and score them: ``(videos, folds, summary)`` as in the module
+    doc, the summary's intervals from ``resamples`` bootstrap draws (0: none, NaN bounds)."""
     tables = []
     for config in configs:
         for fold in folds:
@@ -78,15 +89,34 @@ def crossvalidate(configs: list[Path], data: Path, out: Path, folds: list[int]) 
                 videos = score_run(run, data, fold, checkpoint)
                 tables.append(videos.assign(config=config.stem, checkpoint=checkpoint, fold=fold))
     videos = pd.concat(tables, ignore_index=True)[["config", "checkpoint", "fold", "video", "label", "prob"]]
-    by_fold = _metrics(videos, ["config", "checkpoint", "fold"])
-    summary = _metrics(videos, ["config", "checkpoint"])
+    by_fold = _metrics(videos, ["config", "checkpoint", "fold"]).reindex(columns=[*KEYS, "fold", *METRICS])
+    summary = _metrics(videos, list(KEYS), resamples).reindex(columns=[*KEYS, *SUMMARY])
     return videos, by_fold, summary
 
 
-def _metrics(videos: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    rows = [{**dict(zip(keys, key)), **video_metrics(part.video, part.label, part.prob)[0]}
+def intervals(labels: Sequence[int], probs: Sequence[float], resamples: int = RESAMPLES,
+              seed: int = 0) -> dict[str, float]:
+    """:data:`LEVEL` percentile-bootstrap intervals of ``logloss`` and ``auc`` (``<metric>_lo``,
+    ``<metric>_hi``): real and fake videos are resampled apart, so every draw keeps both classes in
+    their counts. Seeded: the same scores give the same intervals."""
+    labels, probs = np.asarray(labels, int), np.asarray(probs, float)
+    rng = np.random.default_rng(seed)
+    classes = [np.flatnonzero(labels == label) for label in (0, 1)]
+    draws = []
+    for _ in range(resamples):
+        index = np.concatenate([rng.choice(members, len(members)) for members in classes if len(members)])
+        metrics = label_metrics(labels[index], probs[index])
+        draws.append((metrics["logloss"], metrics["auc"]))
+    low, high = np.percentile(np.array(draws), [50 * (1 - LEVEL), 50 * (1 + LEVEL)], axis=0)
+    return {"logloss_lo": low[0], "logloss_hi": high[0], "auc_lo": low[1], "auc_hi": high[1]}
+
+
+def _metrics(videos: pd.DataFrame, keys: list[str], resamples: int = 0) -> pd.DataFrame:
+    """One row of metrics per group of ``keys``, with bootstrap intervals when ``resamples``."""
+    rows = [{**dict(zip(keys, key)), **label_metrics(part.label, part.prob),
+             **(intervals(part.label, part.prob, resamples) if resamples else {})}
             for key, part in videos.groupby(keys, sort=False)]
-    return pd.DataFrame(rows)[[*keys, *METRICS]]
+    return pd.DataFrame(rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="folder written by python -m preprocessing.prepare")
     parser.add_argument("--out", type=Path, default=Path("runs/crossval"), help="output folder (default: runs/crossval)")
     parser.add_argument("--folds", nargs="+", type=int, help="folds to validate on (default: every fold of --data)")
+    parser.add_argument("--bootstrap", type=int, default=RESAMPLES, metavar="N",
+                        help=f"bootstrap resamples for the summary's {LEVEL:.0%} intervals (default: {RESAMPLES}; 0: none)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -104,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         folds = args.folds or sorted(read_prepared(args.data)["fold"].unique().tolist())
-        videos, by_fold, summary = crossvalidate(args.configs, args.data, args.out, folds)
+        videos, by_fold, summary = crossvalidate(args.configs, args.data, args.out, folds, args.bootstrap)
     except (ConfigError, CheckpointError, PreparedDataError) as err:
         logger.error("%s", err)
         return 2
