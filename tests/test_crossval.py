@@ -83,3 +83,12 @@ def test_a_missing_config_is_one_clear_line(prepared_dir, tmp_path, caplog):
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert errors == [f"{tmp_path / 'nope.json'}: no such config file"]
     assert not (tmp_path / "cv" / "summary.csv").exists()
+
+
+def test_a_negative_bootstrap_count_is_refused_before_any_training(prepared_dir, tmp_path, capsys):
+    argv = ["--configs", str(write_config(tmp_path / "plain.json", {"real": 0.5, "fake": 0.5})),
+            "--data", str(prepared_dir), "--out", str(tmp_path / "cv"), "--bootstrap", "-1"]
+    with pytest.raises(SystemExit) as exit_:
+        crossval.main(argv)
+    assert exit_.value.code == 2 and "--bootstrap: a count of resamples >= 0, not -1" in capsys.readouterr().err
+    assert not (tmp_path / "cv").exists()

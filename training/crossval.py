@@ -89,7 +89,7 @@ def crossvalidate(configs: list[Path], data: Path, out: Path, folds: list[int],
                 videos = score_run(run, data, fold, checkpoint)
                 tables.append(videos.assign(config=config.stem, checkpoint=checkpoint, fold=fold))
     videos = pd.concat(tables, ignore_index=True)[["config", "checkpoint", "fold", "video", "label", "prob"]]
-    by_fold = _metrics(videos, ["config", "checkpoint", "fold"]).reindex(columns=[*KEYS, "fold", *METRICS])
+    by_fold = _metrics(videos, [*KEYS, "fold"]).reindex(columns=[*KEYS, "fold", *METRICS])
     summary = _metrics(videos, list(KEYS), resamples).reindex(columns=[*KEYS, *SUMMARY])
     return videos, by_fold, summary
 
@@ -132,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.bootstrap < 0:
+        parser.error(f"--bootstrap: a count of resamples >= 0, not {args.bootstrap}")
     configure_logging(args.verbose)
     try:
         folds = args.folds or sorted(read_prepared(args.data)["fold"].unique().tolist())
