@@ -88,7 +88,7 @@ def crossvalidate(configs: list[Path], data: Path, out: Path, folds: list[int],
             for checkpoint in CHECKPOINTS:
                 videos = score_run(run, data, fold, checkpoint)
                 tables.append(videos.assign(config=config.stem, checkpoint=checkpoint, fold=fold))
-    videos = pd.concat(tables, ignore_index=True)[["config", "checkpoint", "fold", "video", "label", "prob"]]
+    videos = pd.concat(tables, ignore_index=True)[[*KEYS, "fold", "video", "label", "prob"]]
     by_fold = _metrics(videos, [*KEYS, "fold"]).reindex(columns=[*KEYS, "fold", *METRICS])
     summary = _metrics(videos, list(KEYS), resamples).reindex(columns=[*KEYS, *SUMMARY])
     return videos, by_fold, summary

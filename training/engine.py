@@ -203,13 +203,13 @@ def label_metrics(labels: Sequence[int], probs: Sequence[float]) -> dict[str, fl
     with numpy: fast enough for a bootstrap's thousands of calls."""
     labels, probs = np.asarray(labels, int), np.clip(np.asarray(probs, float), EPS, 1 - EPS)
     fake = labels == 1
-    losses = {"real": -np.log(1 - probs[~fake]).mean() if (~fake).any() else math.nan,
-              "fake": -np.log(probs[fake]).mean() if fake.any() else math.nan}
-    if fake.any() and (~fake).any():  # Mann-Whitney: the share of (fake, real) pairs ranked right, ties half
+    fakes, reals = int(fake.sum()), int((~fake).sum())
+    losses = {"real": -np.log(1 - probs[~fake]).mean() if reals else math.nan,
+              "fake": -np.log(probs[fake]).mean() if fakes else math.nan}
+    auc = math.nan
+    if fakes and reals:  # Mann-Whitney: the share of (fake, real) pairs ranked right, ties half
         ranks = pd.Series(probs).rank().to_numpy()
-        auc = (ranks[fake].sum() - fake.sum() * (fake.sum() + 1) / 2) / (fake.sum() * (~fake).sum())
-    else:
-        auc = math.nan
+        auc = (ranks[fake].sum() - fakes * (fakes + 1) / 2) / (fakes * reals)
     return {
         "logloss": float(np.nanmean(list(losses.values()))),
         "logloss_real": float(losses["real"]),
