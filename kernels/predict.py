@@ -99,10 +99,12 @@ def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
 
 
 def label_of(record: dict | None, ensemble: Ensemble, settings: Settings) -> tuple[float, dict[str, float]]:
-    """The submission probability for one video (clipped) and each model's video score."""
+    """The submission probability for one video (clipped) and each model's video score (by the
+    strategy, then the model's calibration)."""
     if record is None or record["status"] != "ok":
         return float(np.clip(settings.prior, settings.eps, 1 - settings.eps)), {}
-    scores = {name: aggregate(record["probs"][name], record["track_ids"], settings.strategy) for name in ensemble.names}
+    scores = {name: model.calibration(aggregate(record["probs"][name], record["track_ids"], settings.strategy))
+              for name, model in zip(ensemble.names, ensemble.models)}
     return float(np.clip(ensemble.combine(scores), settings.eps, 1 - settings.eps)), scores
 
 
@@ -144,6 +146,10 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
     with its crops and its progress record.
     """
     budget = Budget(settings.deadline, start=started)
+    for name, model in zip(ensemble.names, ensemble.models):
+        fitted_on = model.calibration.strategy
+        if fitted_on and fitted_on != settings.strategy:
+            log.warning("%s: calibrated on %r video scores, applied to %r ones", name, fitted_on, settings.strategy)
     progress = ProgressLog(out.with_suffix(".progress.jsonl"), settings.signature(ensemble), fresh)
     todo = [(name, path) for name, path in videos if name not in progress.records]
     if len(todo) < len(videos):

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 INDEX_COLUMNS = ["video", "path", "label", "original", "dataset", "method", "group"]
 DATASETS = ("dfdc", "ffpp", "folder")
 LABEL_NAMES = {"0": 0, "1": 1, "real": 0, "fake": 1}
-FOLDER_COLUMNS = ("path", "label", "original", "group", "method")
+FOLDER_COLUMNS = ("path", "label", "original", "group", "method", "dataset")
 
 #: FF++ fakes: ``X_Y`` (YouTube ids) and ``A_B__scene__code`` (DeepFakeDetection actors).
 _YOUTUBE_FAKE = re.compile(r"^(?P<x>[^_]+)_(?P<y>[^_]+)$")
@@ -173,7 +173,8 @@ def index_folder(root: str | Path, labels_csv: str | Path | None = None) -> Inde
         original = record.get("original", "")
         original = video_id(root / original, root) if original else ""
         rows.append({"video": vid, "path": str(path), "label": _label(record["label"], f"{labels_csv}:{line}"),
-                     "original": original, "dataset": "folder", "method": record.get("method", "")})
+                     "original": original, "dataset": record.get("dataset") or "folder",
+                     "method": record.get("method", "")})
         keys.append(["video:" + (original or vid)] + (["group:" + record["group"]] if record.get("group") else []))
     return _table(rows, keys, root, absent, str(labels_csv))
 

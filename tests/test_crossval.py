@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
+from kernels import calibrate
 from training import crossval
+from training.checkpoint import load_model
 from training.train import DataConfig, RunConfig, TrainConfig
 from training.zoo import ModelConfig
 
@@ -52,11 +54,35 @@ def test_every_video_is_scored_once_per_config_by_its_folds_run(prepared_dir, tm
         assert (summary[f"{metric}_lo"] <= summary[metric]).all() and (summary[metric] <= summary[f"{metric}_hi"]).all()
     assert len(pd.read_csv(out / "folds.csv")) == 8
     assert "pooled over folds [0, 1]" in caplog.text
+    # crops.csv: every validation crop once per run, and a video's score is the mean of its crops'
+    crops = pd.read_csv(out / "crops.csv")
+    prepared_crops = pd.read_csv(prepared_dir / "crops.csv")
+    assert len(crops) == 4 * len(prepared_crops)
+    means = crops.groupby(["config", "checkpoint", "video"]).prob.mean()
+    assert np.allclose(videos.set_index(["config", "checkpoint", "video"]).prob, means[videos.set_index(
+        ["config", "checkpoint", "video"]).index], atol=1e-9)
+    # methods.csv: one method's fakes against every real video, as sklearn computes it
+    methods = pd.read_csv(out / "methods.csv").set_index(["config", "checkpoint", "group"])
+    row = methods.loc[("plain", "best", "ffpp FaceSwap vs all reals")]
+    chosen = pooled_of(videos, "plain", "best").join(prepared[["method"]], on="video")
+    chosen = chosen[(chosen.label == 0) | (chosen.method == "FaceSwap")]
+    assert row.videos == len(chosen) == 3 and row.auc == pytest.approx(roc_auc_score(chosen.label, chosen.prob))
+    assert {"dataset ffpp", "ffpp Deepfakes vs all reals", "ffpp NeuralTextures vs all reals"} <= set(
+        methods.loc[("plain", "best")].index)
+    # the kernel's calibration reads the real output and stores its fit in a checkpoint
+    target = out / "plain" / "fold0" / "best.pt"
+    assert calibrate.main(["--crossval", str(out), "--config", "plain", "--checkpoint", "best", "--into", str(target)]) == 0
+    report = json.loads((out / "calibration_plain.json").read_text())
+    assert report["videos"] == len(prepared) and load_model(target).calibration.to_dict() == report["calibration"]
     # a second call reuses the finished runs
     weights = {path: path.stat().st_mtime_ns for path in out.rglob("*.pt")}
     assert len(weights) == 8 and crossval.main(argv) == 0
     assert {path: path.stat().st_mtime_ns for path in out.rglob("*.pt")} == weights
     pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), summary.reset_index())  # seeded intervals
+
+
+def pooled_of(videos: pd.DataFrame, config: str, checkpoint: str) -> pd.DataFrame:
+    return videos[(videos.config == config) & (videos.checkpoint == checkpoint)].set_index("video")
 
 
 def test_bootstrap_intervals_keep_both_classes_and_narrow_with_more_videos():

@@ -3,7 +3,8 @@
 A checkpoint is a ``torch.save``'d dict::
 
     {"format": "deepfake-detector", "version": 1, "model": ModelConfig.to_dict(),
-     "state_dict": {...}, "epoch": int, "metrics": {...}, "optimizer": ..., "scheduler": ..., ...}
+     "state_dict": {...}, "epoch": int, "metrics": {...}, "optimizer": ..., "scheduler": ..., ...,
+     "calibration": Calibration.to_dict()}   # optional: the identity when absent
 
 It is loaded with ``torch.load(weights_only=True)`` (a pickle that tries to run code is refused) and
 its weights with ``strict=True`` (a renamed layer is an error, never a silently random model).
@@ -21,7 +22,10 @@ from torch import nn
 
 from preprocessing.fileio import atomic_write
 
-from .zoo import ConfigError, DeepfakeClassifier, ModelConfig, build_model
+from .calibration import Calibration
+from .statedict import weights_mismatch
+from .strict import ConfigError
+from .zoo import DeepfakeClassifier, ModelConfig, build_model
 
 FORMAT = "deepfake-detector"
 VERSION = 1
@@ -83,29 +87,18 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> D
         raise CheckpointError(f"{path}: weights do not fit {model.config.encoder}: {mismatch} "
                               "(saved by another architecture or timm version?)")
     model.load_state_dict(payload["state_dict"], strict=True)
+    try:
+        model.calibration = Calibration.from_dict(payload.get("calibration"))
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{path}: {err}") from err
     return model.to(device).eval()
 
 
-def weights_mismatch(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> str:
-    """Why ``state_dict`` does not fit ``model`` exactly — missing keys, unexpected keys, tensors of
-    another shape, each named (a few of each) — or "" when it fits."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    shapes = [f"{k} {_shape(state_dict[k])} in file vs {_shape(expected[k])} in model"
-              for k in sorted(set(expected) & set(state_dict)) if _shape(state_dict[k]) != _shape(expected[k])]
-    if not (missing or unexpected or shapes):
-        return ""
-    return "; ".join(f"{name} {_few(keys)}" for name, keys in
-                     (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes:", shapes)) if keys)
-
-
-def _shape(value: Any) -> tuple[int, ...] | None:
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
-
-
-def _few(keys: list[str], n: int = 5) -> str:
-    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+def amend_checkpoint(path: str | os.PathLike, **entries: Any) -> None:
+    """Set ``entries`` (``calibration=...``) in the checkpoint at ``path``, keeping everything else; atomically."""
+    payload = read_checkpoint(path)
+    with atomic_write(path, "wb") as f:
+        torch.save({**payload, **entries}, f)
 
 
 def _first_line(err: BaseException) -> str:

@@ -7,9 +7,12 @@ validation videos of all folds are pooled and scored together.
 Each run is ``OUT/<config name>/fold<K>``, trained by ``python -m training.train`` (a run cut off is
 resumed, a finished one reused). Folds keep identities apart, so every video is scored once, by the
 model that never saw its identity. Written to ``OUT``: ``videos.csv`` (config, checkpoint, fold,
-video, label, prob: each validation video scored by the run's ``best.pt`` and by its ``last.pt``),
-``folds.csv`` (the metrics of each fold) and ``summary.csv`` (the pooled metrics with 90% bootstrap
-intervals of log-loss and AUC, also logged as a table). ``best`` is the epoch with the lowest
+video, label, prob: each validation video scored by the run's ``best.pt`` and by its ``last.pt``, as
+the mean of its crops), ``crops.csv`` (the same runs' crop probabilities with frame and track, for
+``python -m kernels.calibrate``), ``folds.csv`` (the metrics of each fold), ``summary.csv`` (the pooled
+metrics with 90% bootstrap intervals of log-loss and AUC, also logged as a table) and ``methods.csv``
+(the same per dataset, reals and fakes of that dataset, and per manipulation method, its fakes
+against every real video). ``best`` is the epoch with the lowest
 validation log-loss of its own fold, so its numbers are optimistic; ``last`` is the end of training,
 chosen by nobody.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -30,8 +34,8 @@ from preprocessing.logs import configure_logging
 from . import train
 from .checkpoint import CheckpointError, load_model
 from .dataset import CropDataset, PreparedDataError, make_loader, read_prepared
-from .engine import Precision, label_metrics, predict, video_metrics
-from .zoo import ConfigError
+from .engine import Precision, label_metrics, predict
+from .strict import ConfigError
 
 logger = logging.getLogger("training.crossval")
 
@@ -68,30 +72,55 @@ def train_fold(config: Path, data: Path, fold: int, run: Path) -> None:
 
 
 def score_run(run: Path, data: Path, fold: int, checkpoint: str) -> pd.DataFrame:
-    """The per-video scores (``video``, ``label``, ``prob``) of ``run``'s ``checkpoint`` on ``fold``."""
+    """The crop scores (``video``, ``frame``, ``track``, ``label``, ``prob``) of ``run``'s
+    ``checkpoint`` on ``fold``."""
     model = load_model(run / f"{checkpoint}.pt")
     precision = Precision.resolve("fp32", "cpu")
-    crops = predict(model, make_loader(CropDataset(data, model.config, fold), batch_size=64), precision,
-                    desc=f"{run.parent.name} fold {fold} {checkpoint}")
-    return video_metrics(crops.video, crops.target, crops.prob)[1][["video", "label", "prob"]]
+    dataset = CropDataset(data, model.config, fold)
+    crops = predict(model, make_loader(dataset, batch_size=64), precision, desc=f"{run.parent.name} fold {fold} {checkpoint}")
+    return dataset.table[["video", "frame", "track", "label"]].assign(prob=crops.prob.to_numpy())
 
 
-def crossvalidate(configs: list[Path], data: Path, out: Path, folds: list[int],
-                  resamples: int = RESAMPLES) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Train every config on every fold and score them: ``(videos, folds, summary)`` as in the module
-    doc, the summary's intervals from ``resamples`` bootstrap draws (0: none, NaN bounds)."""
+@dataclass
+class Results:
+    """The tables :func:`crossvalidate` writes, as in the module doc."""
+
+    crops: pd.DataFrame
+    videos: pd.DataFrame
+    folds: pd.DataFrame
+    summary: pd.DataFrame
+    methods: pd.DataFrame
+
+
+def crossvalidate(configs: list[Path], data: Path, out: Path, folds: list[int], resamples: int = RESAMPLES) -> Results:
+    """Train every config on every fold and score them; the summary's and the methods' intervals
+    come from ``resamples`` bootstrap draws (0: none, NaN bounds)."""
     tables = []
     for config in configs:
         for fold in folds:
             run = run_dir(out, config, fold)
             train_fold(config, data, fold, run)
             for checkpoint in CHECKPOINTS:
-                videos = score_run(run, data, fold, checkpoint)
-                tables.append(videos.assign(config=config.stem, checkpoint=checkpoint, fold=fold))
-    videos = pd.concat(tables, ignore_index=True)[[*KEYS, "fold", "video", "label", "prob"]]
+                crops = score_run(run, data, fold, checkpoint)
+                tables.append(crops.assign(config=config.stem, checkpoint=checkpoint, fold=fold))
+    crops = pd.concat(tables, ignore_index=True)[[*KEYS, "fold", "video", "frame", "track", "label", "prob"]]
+    videos = crops.groupby([*KEYS, "fold", "video"], sort=False).agg(label=("label", "first"), prob=("prob", "mean"))
+    videos = videos.reset_index()
     by_fold = _metrics(videos, [*KEYS, "fold"]).reindex(columns=[*KEYS, "fold", *METRICS])
     summary = _metrics(videos, list(KEYS), resamples).reindex(columns=[*KEYS, *SUMMARY])
-    return videos, by_fold, summary
+    return Results(crops, videos, by_fold, summary, _by_method(videos, data, resamples))
+
+
+def _by_method(videos: pd.DataFrame, data: Path, resamples: int) -> pd.DataFrame:
+    """Rows of :data:`SUMMARY` per dataset (its reals and fakes) and per manipulation method (its
+    fakes against all reals), for each config and checkpoint."""
+    sources = pd.read_csv(data / "videos.csv", dtype=str, keep_default_na=False).set_index("video")
+    videos = videos.join(sources[["dataset", "method"]], on="video")
+    reals = videos[videos.label == 0]
+    parts = [part.assign(group=f"dataset {dataset}") for dataset, part in videos.groupby("dataset")]
+    parts += [pd.concat([reals, fakes]).assign(group=f"{fakes.dataset.iloc[0]} {method or '(no method)'} vs all reals")
+              for (_, method), fakes in videos[videos.label == 1].groupby(["dataset", "method"])]
+    return _metrics(pd.concat(parts), [*KEYS, "group"], resamples).reindex(columns=[*KEYS, "group", *SUMMARY])
 
 
 def intervals(labels: Sequence[int], probs: Sequence[float], resamples: int = RESAMPLES,
@@ -139,16 +168,17 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         folds = args.folds or sorted(read_prepared(args.data)["fold"].unique().tolist())
-        videos, by_fold, summary = crossvalidate(args.configs, args.data, args.out, folds, args.bootstrap)
+        results = crossvalidate(args.configs, args.data, args.out, folds, args.bootstrap)
     except (ConfigError, CheckpointError, PreparedDataError) as err:
         logger.error("%s", err)
         return 2
     except TrainingFailed:
         return 2
-    for name, table in (("videos", videos), ("folds", by_fold), ("summary", summary)):
+    for name, table in vars(results).items():
         with atomic_write(args.out / f"{name}.csv", "w", newline="") as f:
             table.to_csv(f, index=False)
-    logger.info("pooled over folds %s:\n%s", folds, summary.to_string(index=False, float_format="%.3f"))
+    logger.info("pooled over folds %s (log-loss: the mean of the real and the fake videos' log-losses):\n%s",
+                folds, results.summary.to_string(index=False, float_format="%.3f"))
     return 0
 
 

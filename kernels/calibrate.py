@@ -1,0 +1,131 @@
+"""Calibrate a model's video scores for log-loss on its out-of-fold predictions, and store it in checkpoints.
+
+    python -m kernels.calibrate --crossval runs/lite0 --config lite0 [--checkpoint last] \
+        [--strategy confident] [--into weights/lite0.pt ...]
+
+Reads ``crops.csv`` of a ``python -m training.crossval`` run: every video scored by the fold run that
+never saw its identity. Each video's score is made by the kernel's frame -> video rule
+(``--strategy``), then a temperature, and a bias where it pays, is fitted (real and fake videos
+weighing half each). How much it helps is measured honestly, by cross-fitting: each fold's videos are
+calibrated by a fit on the other folds' videos. The fit on all videos is written into every
+``--into`` checkpoint (its ``calibration`` entry), which the kernel then applies before the ensemble
+mean and the clipping; ``OUT/calibration_<config>.json`` records the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from preprocessing.fileio import write_json
+from preprocessing.logs import configure_logging
+from training import calibration
+from training.checkpoint import CheckpointError, amend_checkpoint, read_checkpoint
+from training.engine import label_metrics
+
+from .aggregate import STRATEGIES, aggregate
+
+log = logging.getLogger("kernels.calibrate")
+
+
+class CalibrationError(ValueError):
+    """The cross-validation output cannot be calibrated (missing file, config or folds)."""
+
+
+def video_scores(crops: pd.DataFrame, strategy: str) -> pd.DataFrame:
+    """One row per video of ``crops`` (``fold``, ``video``, ``frame``, ``track``, ``label``, ``prob``):
+    ``fold``, ``video``, ``label`` and ``prob`` by the kernel's rule ``strategy``."""
+    rows = [{"fold": fold, "video": video, "label": int(part.label.iloc[0]),
+             "prob": aggregate(part.prob.to_numpy(), part.track.to_numpy(), strategy)}
+            for (fold, video), part in crops.groupby(["fold", "video"], sort=True)]
+    return pd.DataFrame(rows)
+
+
+def cross_fitted(videos: pd.DataFrame, bias: bool) -> np.ndarray:
+    """Each video's score calibrated by a fit on the other folds' videos."""
+    out = np.empty(len(videos))
+    for fold in videos.fold.unique():
+        held = (videos.fold == fold).to_numpy()
+        fitted = calibration.fit(videos.label[~held], videos.prob[~held], bias=bias)
+        out[held] = fitted(videos.prob[held].to_numpy())
+    return out
+
+
+def _metrics(labels, probs) -> dict[str, float]:
+    """Log-loss both ways (the mean of the real and the fake videos' log-losses; plain, over videos) and AUC."""
+    metrics = label_metrics(labels, probs)
+    plain = -np.mean(np.where(np.asarray(labels) == 1, np.log(probs), np.log1p(-np.asarray(probs))))
+    return {"logloss_balanced": metrics["logloss"], "logloss_plain": float(plain), "auc": metrics["auc"]}
+
+
+def calibrate(crossval_dir: Path, config: str, checkpoint: str = "last",
+              strategy: str = "confident") -> tuple[calibration.Calibration, dict]:
+    """The calibration fitted on all out-of-fold videos of ``config``'s ``checkpoint``, and the report:
+    cross-fitted metrics of the raw scores, with a temperature, and with a temperature and a bias."""
+    path = crossval_dir / "crops.csv"
+    if not path.is_file():
+        raise CalibrationError(f"{path}: missing (run python -m training.crossval first)")
+    crops = pd.read_csv(path, dtype={"video": str})
+    chosen = crops[(crops.config == config) & (crops.checkpoint == checkpoint)]
+    if chosen.empty:
+        pairs = sorted(set(zip(crops.config, crops.checkpoint)))
+        raise CalibrationError(f"{path}: no crops of config {config!r}, checkpoint {checkpoint!r}; it holds {pairs}")
+    videos = video_scores(chosen, strategy)
+    if videos.fold.nunique() < 2:
+        raise CalibrationError(f"{path}: config {config!r} was scored on one fold; cross-fitting needs two or more")
+    videos["temperature"] = cross_fitted(videos, bias=False)
+    videos["temperature_bias"] = cross_fitted(videos, bias=True)
+    rows = {name: _metrics(videos.label, np.clip(videos[column], 1e-6, 1 - 1e-6))
+            for name, column in (("raw", "prob"), ("temperature", "temperature"), ("temperature_bias", "temperature_bias"))}
+    with_bias = rows["temperature_bias"]["logloss_balanced"] < rows["temperature"]["logloss_balanced"]
+    fitted = calibration.fit(videos.label, videos.prob, bias=with_bias, strategy=strategy)
+    per_fold = {str(fold): {name: label_metrics(part.label, np.clip(part[column], 1e-6, 1 - 1e-6))["logloss"]
+                            for name, column in (("raw", "prob"), ("calibrated", "temperature_bias" if with_bias else "temperature"))}
+                for fold, part in videos.groupby("fold")}
+    report = {"config": config, "checkpoint": checkpoint, "strategy": strategy, "videos": len(videos),
+              "cross_fitted": rows, "per_fold_balanced_logloss": per_fold, "bias": with_bias,
+              "calibration": fitted.to_dict()}
+    return fitted, report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m kernels.calibrate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--crossval", type=Path, required=True, help="output folder of python -m training.crossval")
+    parser.add_argument("--config", required=True, help="the config's name in it (its file name without .json)")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="last",
+                        help="which checkpoint of each fold run (default: %(default)s, chosen by nobody)")
+    parser.add_argument("--strategy", choices=sorted(STRATEGIES), default="confident",
+                        help="the kernel's frame -> video rule to calibrate (default: %(default)s)")
+    parser.add_argument("--into", type=Path, nargs="+", default=[],
+                        help="checkpoints to store the calibration in (trained with the same config)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        for path in args.into:  # refuse a bad checkpoint before any work
+            read_checkpoint(path)
+        fitted, report = calibrate(args.crossval, args.config, args.checkpoint, args.strategy)
+        for path in args.into:
+            amend_checkpoint(path, calibration=fitted.to_dict())
+    except (CalibrationError, CheckpointError) as err:
+        log.error("%s", err)
+        return 2
+    write_json(args.crossval / f"calibration_{args.config}.json", report)
+    table = pd.DataFrame(report["cross_fitted"]).T
+    log.info("%s (%s, %s rule), %d videos, cross-fitted over folds:\n%s", args.config, args.checkpoint, args.strategy,
+             report["videos"], table.to_string(float_format="%.4f"))
+    log.info("fitted on all videos: temperature %.3f, bias %.3f%s", fitted.temperature, fitted.bias,
+             f"; stored in {', '.join(map(str, args.into))}" if args.into else "")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

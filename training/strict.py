@@ -1,0 +1,18 @@
+"""Settings that reject what they do not know: an unknown key is an error listing the valid ones."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config names an unknown key or an impossible value."""
+
+
+def strict_fields(cls, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check ``values`` against the dataclass ``cls``: unknown keys are errors that list the valid ones."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+    return values
