@@ -130,8 +130,8 @@ def test_folder_reads_labels_originals_and_groups(data_dir, tmp_path):
     write_labels(root, [
         {"path": clips[0], "label": "REAL", "original": "", "group": "", "notes": "ignored column"},
         {"path": clips[1], "label": "fake", "original": clips[0], "group": "", "notes": ""},
-        {"path": clips[2], "label": "1", "original": "", "group": "g", "notes": ""},
-        {"path": clips[3], "label": "0", "original": "", "group": "g", "notes": ""},
+        {"path": clips[2], "label": "1", "original": "", "group": "g", "notes": "", "dataset": "DFDC"},
+        {"path": clips[3], "label": "0", "original": "", "group": "g", "notes": "", "dataset": "DFDC"},
         {"path": "missing/video.mp4", "label": "0", "original": "", "group": "", "notes": ""},
     ])
     index = build_index("folder", root)
@@ -141,6 +141,7 @@ def test_folder_reads_labels_originals_and_groups(data_dir, tmp_path):
     assert table.loc[ids[1], "original"] == ids[0]
     assert table.loc[ids[0], "group"] == table.loc[ids[1], "group"] != table.loc[ids[2], "group"]
     assert table.loc[ids[2], "group"] == table.loc[ids[3], "group"] == "group:g"
+    assert table.loc[ids, "dataset"].tolist() == ["folder", "folder", "DFDC", "DFDC"]  # named where given
     assert index.absent == ["missing/video"]
 
 

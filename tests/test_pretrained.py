@@ -13,7 +13,7 @@ from skimage import data
 from training import pretrained
 from training.pretrained import SOURCES, PackagedWeights, PretrainedError, efficientnet_pytorch_to_timm, packaged_file
 from training.strict import ConfigError
-from training.train import TrainConfig, load_config
+from training.train import RunConfig, TrainConfig, fit, load_config, make_datasets
 from training.zoo import ModelConfig, build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -97,6 +97,18 @@ def test_a_damaged_file_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(pretrained, "packaged_file", lambda name: tmp_path / "broken.pth")
     with pytest.raises(ConfigError, match=r"broken.pth: not readable"):
         build_model(ModelConfig("efficientnet_lite0", 64), pretrained="efficientnet_lite0")
+
+
+def test_a_training_run_starts_from_the_packaged_weights(prepared_dir, tmp_path):
+    """Named in a config, the source reaches the run's first weights (not timm's hub, not random ones)."""
+    config = RunConfig(ModelConfig("efficientnet_lite0", 64),
+                       TrainConfig(epochs=1, batch_size=2, iterations=1, optimizer="adamw", lr=1e-9, weight_decay=0.0,
+                                   precision="fp32", pretrained="efficientnet_lite0", workers=0))
+    train_set, val_set = make_datasets(prepared_dir, 0, config)
+    run = fit(config.model, config.train, train_set, val_set, tmp_path / "run")
+    packaged = torch.load(packaged_file("efficientnet_lite0"), map_location="cpu", weights_only=True)
+    for ours, theirs in (("conv_stem.weight", "_conv_stem.weight"), ("blocks.3.2.conv_dw.weight", "_blocks.7._depthwise_conv.weight")):
+        torch.testing.assert_close(run.model.encoder.state_dict()[ours], packaged[theirs], atol=1e-6, rtol=0)
 
 
 # --- configs that extend a base ----------------------------------------------------------------
