@@ -353,6 +353,19 @@ def test_the_cli_trains_a_fold_into_a_checkpoint_the_kernel_reads_alike(faces_pr
         assert videos.loc[video, "label"] == rows.label.iloc[0]
 
 
+def test_fold_all_trains_on_every_fold(faces_prepared, tmp_path, monkeypatch, capsys):
+    config = write_config(tmp_path / "tiny.json", epochs=1, iterations=1)
+    monkeypatch.chdir(tmp_path)  # the default output folder names the fold
+    assert main(["--config", str(config), "--data", str(faces_prepared), "--fold", "all"]) == 0
+    out = tmp_path / "runs" / "tiny-foldall"
+    assert json.loads((out / "config.json").read_text())["data"]["fold"] is None
+    crops = pd.read_csv(faces_prepared / "crops.csv")
+    assert set(pd.read_csv(out / "best_videos.csv").video) == set(crops.video)  # every fold's videos
+    with pytest.raises(SystemExit):
+        main(["--config", str(config), "--data", str(faces_prepared), "--fold", "some"])
+    assert "--fold: a fold number or 'all', not 'some'" in capsys.readouterr().err
+
+
 #: Bad command lines, and the error each must log.
 CLI_ERRORS = {
     "no data": "crops.csv: missing .*preprocessing.prepare",

@@ -4,7 +4,9 @@
     torchrun --nproc_per_node 4 -m training.train --config training/configs/efficientnet_b7.json \
         --data PREPARED --fold 0
 
-The other folds train; fold ``K`` validates, per video. ``--out`` (default ``runs/<config>-fold<K>``)
+The other folds train; fold ``K`` validates, per video (``--fold all`` trains on every fold and
+"validates" on its own training crops: the model to ship once cross-validation has measured the
+recipe; take its ``last.pt``). ``--out`` (default ``runs/<config>-fold<K>``)
 receives ``config.json`` (the resolved settings), ``last.pt`` (every epoch, with the optimizer, scheduler
 and history: what ``--resume`` continues from), ``best.pt`` (the epoch with the lowest validation
 log-loss; no optimizer state), ``best_videos.csv`` (its per-video scores), ``metrics.csv`` (one row per
@@ -495,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="JSON config with 'model', 'train' and 'data' sections "
                         "(see training/configs/)")
     parser.add_argument("--data", required=True, help="folder written by python -m preprocessing.prepare")
-    parser.add_argument("--fold", required=True, type=int, help="the fold to validate on; the others train")
+    parser.add_argument("--fold", required=True, type=_fold,
+                        help="the fold to validate on; the others train ('all': train on every fold, no validation)")
     parser.add_argument("--out", help="output folder (default: runs/<config name>-fold<K>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     parser.add_argument("--pretrained-file",
@@ -504,10 +507,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fold(value: str) -> int | None:
+    """``--fold``: a fold number, or ``all`` (None: every fold trains)."""
+    if value == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a fold number or 'all', not {value!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    out = Path(args.out or Path("runs") / f"{Path(args.config).stem}-fold{args.fold}")
+    out = Path(args.out or Path("runs") / f"{Path(args.config).stem}-fold{'all' if args.fold is None else args.fold}")
     try:
         config = load_config(args.config)
         train_set, val_set = make_datasets(args.data, args.fold, config)
