@@ -123,3 +123,31 @@ def test_a_full_disk_fails_clearly_and_keeps_earlier_outputs(data_dir, checkpoin
     assert len(errors) == 1 and "cannot write" in errors[0] and "File too large" in errors[0]
     assert out.read_text() == before
     assert not list(out.parent.glob(".*.tmp"))
+
+
+def _command(name: str, videos: Path, out: Path, checkpoint: Path) -> tuple:
+    """``(main, argv)`` of each command, reading ``videos`` and writing under ``out``."""
+    from kernels import predict, report
+    from preprocessing import extract_faces, prepare
+
+    common = ["--weights", str(checkpoint), "--frames", "2", "--workers", "0"]
+    return {"predict": (predict.main, ["--videos", str(videos), "--out", str(out / "submission.csv"), *common]),
+            "report": (report.main, ["--videos", str(videos), "--out", str(out), *common]),
+            "extract_faces": (extract_faces.main, ["--videos", str(videos), "--out", str(out), "--frames", "2"]),
+            "prepare": (prepare.main, ["--dataset", "ffpp", "--root", str(videos), "--out", str(out), "--workers", "0"]),
+            }[name]
+
+
+@pytest.mark.parametrize("command", ["predict", "report", "extract_faces", "prepare"])
+@pytest.mark.parametrize("problem", ["missing", "no video"])
+def test_a_wrong_path_on_the_command_line_stops_with_one_line_and_exit_2(command, problem, checkpoint, tmp_path, caplog):
+    videos = tmp_path / ("does_not_exist" if problem == "missing" else "empty")
+    if problem == "no video":  # a dataset layout and a stray file, but nothing that is a video
+        (videos / "original_sequences").mkdir(parents=True)
+        (videos / "notes.txt").write_text("not a video")
+    main, argv = _command(command, videos, tmp_path / "out", checkpoint)
+    assert main(argv) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith(f"{videos}: "), errors
+    assert ("no such" if problem == "missing" else "no video") in errors[0]
+    assert not (tmp_path / "out").exists()  # nothing written
