@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +20,7 @@ from kernels.aggregate import aggregate, confident, mean, sharpen
 from kernels.budget import Budget
 from kernels.ensemble import Ensemble
 from preprocessing.sample import render_sample
+from preprocessing.video import read_frames
 from submission.io import read_submission, videos_in
 
 REPO = Path(__file__).resolve().parents[1]
@@ -250,15 +252,69 @@ def test_bad_weights_fail_before_any_video_is_read(checkpoint, folder, tmp_path,
     assert not out.exists() and not out.with_suffix(".progress.jsonl").exists()
 
 
-def test_bf16_agrees_with_fp32(checkpoint, data_dir):
-    from preprocessing.detect import FaceDetector
-    from preprocessing.faces import find_faces
-    from preprocessing.video import read_frames
+def test_bf16_is_used_when_asked_and_agrees_with_fp32_far_below_the_spread_of_scores(checkpoint, ensemble, data_dir):
+    faces = [image for clip in sorted((data_dir / "dfdc_face_crops").rglob("*.mp4"))[1::2]
+             for image in read_frames(clip, 1).images]  # one crop each of ten faces the model never saw
+    bf16 = Ensemble.load([checkpoint], precision="bf16")
+    assert bf16.precisions == ["bf16"]
+    fp32, half = ensemble.predict(faces)["tiny"], bf16.predict(faces)["tiny"]
+    assert 0 < np.abs(fp32 - half).max() < 1e-2  # bf16 really ran (its rounding shows), and agrees
+    assert fp32.max() - fp32.min() > 0.2  # ... while the scores themselves differ 20 times more
 
-    crops = [f.crop for f in find_faces(read_frames(data_dir / CLIPS[1], 4), FaceDetector())]
-    fp32 = Ensemble.load([checkpoint], precision="fp32").predict(crops)["tiny"]
-    bf16 = Ensemble.load([checkpoint], precision="bf16").predict(crops)["tiny"]
-    assert np.abs(fp32 - bf16).max() < 1e-2
+
+IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+def reference_probs(checkpoint: Path, detector, clip: Path, frame_ids: list[int], margin: float = 0.3,
+                    mean: np.ndarray = IMAGENET_MEAN, swap: bool = False) -> np.ndarray:
+    """The fixture model's fp32 probability of the one face in each of ``frame_ids``, computed
+    without the kernel's reading, cropping, resizing or normalising: OpenCV decodes every frame
+    (BGR, turned to RGB here unless ``swap``), MTCNN finds the box, which grows by ``margin`` of its
+    size per side (snapped outward, clipped), the crop is shrunk to 64 px on its long side with
+    INTER_AREA and centred on black, and normalised with ``mean`` and ImageNet's std. MTCNN
+    (``detector``) is shared: finding the box is not what this checks."""
+    from training.checkpoint import load_model
+
+    capture, frames = cv2.VideoCapture(str(clip)), []
+    for index in range(max(frame_ids) + 1):
+        ok, frame = capture.read()
+        assert ok
+        if index in frame_ids:
+            frames.append(frame if swap else frame[..., ::-1])
+    batch = []
+    for frame, found in zip(frames, detector(frames)):
+        (x1, y1, x2, y2), = found.boxes.astype(np.float64)
+        dx, dy = margin * (x2 - x1), margin * (y2 - y1)
+        crop = frame[max(math.floor(y1 - dy), 0):math.ceil(y2 + dy), max(math.floor(x1 - dx), 0):math.ceil(x2 + dx)]
+        scale = 64 / max(crop.shape[:2])
+        w, h = round(crop.shape[1] * scale), round(crop.shape[0] * scale)
+        square = np.zeros((64, 64, 3), np.uint8)
+        square[(64 - h) // 2:(64 - h) // 2 + h, (64 - w) // 2:(64 - w) // 2 + w] = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
+        batch.append(((square / 255.0 - mean) / IMAGENET_STD).transpose(2, 0, 1))
+    with torch.no_grad():
+        return torch.sigmoid(load_model(checkpoint)(torch.tensor(np.stack(batch), dtype=torch.float32))).numpy()
+
+
+@pytest.fixture(scope="module")
+def kernel_record(data_dir, ensemble, tmp_path_factory) -> dict:
+    """The kernel's progress record of one real one-face clip at 4 frames."""
+    out = tmp_path_factory.mktemp("one") / "submission.csv"
+    predict.run([("183.mp4", data_dir / CLIPS[0])], ensemble, out, predict.Settings(frames=4, workers=0))
+    return json.loads(out.with_suffix(".progress.jsonl").read_text().splitlines()[1])
+
+
+@pytest.mark.parametrize("mistake", [None, "margin 0.2", "normalised with mean 0.5", "BGR"])
+def test_the_kernel_scores_the_crops_an_independent_computation_gives(kernel_record, checkpoint, detector, data_dir, mistake):
+    """The kernel's probabilities equal the independent :func:`reference_probs`; and the same
+    reference with one mistake (a kernel that had it) misses them by far more than the tolerance."""
+    variant = {None: {}, "margin 0.2": {"margin": 0.2}, "normalised with mean 0.5": {"mean": np.full(3, 0.5)},
+               "BGR": {"swap": True}}[mistake]
+    expected = reference_probs(checkpoint, detector, data_dir / CLIPS[0], kernel_record["frame_ids"], **variant)
+    gap = np.abs(np.array(kernel_record["probs"]["tiny"]) - expected)
+    if mistake is None:
+        assert gap.max() < 1e-4
+    else:
+        assert gap.mean() > 1e-2, f"{mistake} would go unnoticed"
 
 
 def test_shards_split_deterministically_and_cover_every_video():
