@@ -179,29 +179,45 @@ def test_a_short_deadline_still_yields_a_complete_submission_on_time(folder, ens
     assert len(unreached) >= 1 and (unreached["label"] == 0.5).all()
 
 
+def kill_when(process: subprocess.Popen, moment, timeout: float = 120.0) -> None:
+    """SIGKILL ``process`` and its process group (its detection worker) as soon as ``moment()``
+    holds, polled every 10 ms; fails if the process ends first or the moment never comes."""
+    limit = time.monotonic() + timeout
+    while not moment():
+        assert process.poll() is None, "the run ended before the moment it was to be killed at"
+        assert time.monotonic() < limit, "the moment to kill never came"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def finished(progress: Path) -> list[str]:
+    """The videos a resume log holds complete records of (a killed run may leave half a line)."""
+    lines = progress.read_text().splitlines()[1:] if progress.exists() else []
+    return [json.loads(line)["filename"] for line in lines if line.endswith("}")]
+
+
+def start_kernel(folder: Path, out: Path, checkpoint: Path, workers: int, **kwargs) -> subprocess.Popen:
+    command = [sys.executable, "-m", "kernels.predict", "--videos", str(folder), "--out", str(out),
+               "--weights", str(checkpoint), "--frames", "4", "--workers", str(workers), "--precision", "fp32"]
+    return subprocess.Popen(command, cwd=out.parents[1], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            start_new_session=True, **kwargs)
+
+
 def test_a_killed_run_resumes_without_redoing_videos(folder, checkpoint, ensemble, tmp_path):
     out = tmp_path / "killed" / "submission.csv"
-    command = [sys.executable, "-m", "kernels.predict", "--videos", str(folder), "--out", str(out),
-               "--weights", str(checkpoint), "--frames", "4", "--workers", "0", "--precision", "fp32"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = out.with_suffix(".progress.jsonl")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if progress.exists() and len(progress.read_text().splitlines()) >= 3:  # header + 2 videos
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done_before = len(progress.read_text().splitlines()) - 1
+    kill_when(start_kernel(folder, out, checkpoint, 0, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+              lambda: len(finished(progress)) >= 2)
+    done_before = len(finished(progress))
     assert 2 <= done_before < 4, "the kill should land mid-run"
     assert len(read_submission(out, videos_in(folder))) == 4  # complete and valid even when killed
 
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert f"resuming: {done_before} of 4 videos already done" in result.stderr
-    records = [json.loads(line)["filename"] for line in progress.read_text().splitlines()[1:]]
-    assert sorted(records) == sorted(set(records)) == videos_in(folder)  # each video once
+    rerun = start_kernel(folder, out, checkpoint, 0, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr
+    assert f"resuming: {done_before} of 4 videos already done" in stderr
+    assert sorted(finished(progress)) == sorted(set(finished(progress))) == videos_in(folder)  # each video once
 
     reference = predict.run(named(folder), ensemble, tmp_path / "reference" / "submission.csv",
                             predict.Settings(frames=4, workers=0))
@@ -209,26 +225,29 @@ def test_a_killed_run_resumes_without_redoing_videos(folder, checkpoint, ensembl
     np.testing.assert_allclose(resumed["label"], reference["label"], atol=1e-6)
 
 
-def test_kills_at_random_moments_lose_and_repeat_nothing(folder, checkpoint, ensemble, tmp_path):
+def test_kills_before_during_and_after_start_up_lose_and_repeat_nothing(folder, checkpoint, ensemble, tmp_path):
+    """Three runs killed at moments told by their outputs, each checked to have landed there: before
+    anything is written, once the all-prior submission is written but no video is done (the worker
+    still starting), and once a video is done; then a fourth run finishes the job."""
     out = tmp_path / "killed" / "submission.csv"
     progress = out.with_suffix(".progress.jsonl")
-    command = [sys.executable, "-m", "kernels.predict", "--videos", str(folder), "--out", str(out),
-               "--weights", str(checkpoint), "--frames", "4", "--workers", "1", "--precision", "fp32"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for delay in np.random.default_rng(7).uniform(2.0, 9.0, size=3):  # before, during and after start-up
-        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(delay)
-        os.killpg(process.pid, signal.SIGKILL)  # the kernel and its detection worker
-        process.wait()
-        if out.exists():
-            assert len(read_submission(out, videos_in(folder))) == 4  # complete and valid at every kill
-        if progress.exists():
-            names = [json.loads(line)["filename"] for line in progress.read_text().splitlines()[1:] if line.endswith("}")]
-            assert len(names) == len(set(names))
-    assert subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=300).returncode == 0
-    names = [json.loads(line)["filename"] for line in progress.read_text().splitlines()[1:]]
-    assert sorted(names) == videos_in(folder)
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    kill_when(start_kernel(folder, out, checkpoint, 1, **quiet), lambda: True)  # still importing torch
+    assert not out.parent.exists(), "the first kill should land before start-up"
+
+    kill_when(start_kernel(folder, out, checkpoint, 1, **quiet), out.exists)
+    assert len(read_submission(out, videos_in(folder))) == 4  # complete and valid from its first write
+    assert finished(progress) == [], "the second kill should land during start-up"
+
+    kill_when(start_kernel(folder, out, checkpoint, 1, **quiet), lambda: len(finished(progress)) >= 1)
+    names = finished(progress)
+    assert 1 <= len(names) < 4 and len(names) == len(set(names)), "the third kill should land mid-run"
+    assert len(read_submission(out, videos_in(folder))) == 4
+
+    last = start_kernel(folder, out, checkpoint, 1, **quiet)
+    assert last.wait(timeout=300) == 0
+    assert sorted(finished(progress)) == videos_in(folder)
     reference = predict.run(named(folder), ensemble, tmp_path / "reference" / "submission.csv",
                             predict.Settings(frames=4, workers=0))
     np.testing.assert_allclose(read_submission(out)["label"], reference["label"], atol=1e-6)
