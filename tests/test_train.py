@@ -21,6 +21,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from torch.utils.data import Dataset
 
 from training import distributed
+from training import train as train_module
 from training.checkpoint import load_model, read_checkpoint
 from training.dataset import LANDMARK_COLUMNS, read_crop
 from training.engine import Precision, balanced_bce, label_metrics, train_one_epoch, video_metrics
@@ -260,20 +261,22 @@ def test_a_new_run_never_overwrites_an_old_one(data_dir, tmp_path):
 # --- resume and DDP (in other processes) -------------------------------------------------------
 
 
-def _train_in_child(files, config_dict, out):
+def _train_in_child(prepared, config_dict, out):
     torch.set_num_threads(1)
-    crops = FaceCrops(files)
-    fit(TINY, TrainConfig(**config_dict), crops, crops, out)
+    config = RunConfig(TINY, TrainConfig(**config_dict))
+    fit(TINY, config.train, *make_datasets(prepared, 0, config), out)
 
 
-def test_a_killed_run_resumes_where_it_stopped_and_ends_as_if_never_killed(data_dir, tmp_path):
-    files = face_files(data_dir, 6)
-    crops = FaceCrops(files)
-    config = tiny_train_config(epochs=3, iterations=4, ema_decay=0.9)
-    whole = fit(TINY, config, crops, crops, tmp_path / "whole")
+def test_a_killed_run_resumes_where_it_stopped_and_ends_as_if_never_killed(faces_prepared, tmp_path, monkeypatch):
+    """The project's ``CropDataset`` (augmented, two loader workers) in a run killed after an epoch:
+    the resumed run trains only the epochs left, and ends with the weights of an unbroken run."""
+    config = tiny_train_config(epochs=3, iterations=3, ema_decay=0.9, workers=2)
+    train_set, val_set = make_datasets(faces_prepared, 0, RunConfig(TINY, config))
+    whole = fit(TINY, config, train_set, val_set, tmp_path / "whole")
 
     out = tmp_path / "killed"
-    child = multiprocessing.get_context("fork").Process(target=_train_in_child, args=(files, config.to_dict(), out))
+    child = multiprocessing.get_context("fork").Process(target=_train_in_child,
+                                                        args=(faces_prepared, config.to_dict(), out))
     child.start()
     deadline = time.monotonic() + 120
     while not (out / "last.pt").exists() and child.is_alive() and time.monotonic() < deadline:
@@ -283,7 +286,11 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_as_if_never_killed(data_
     killed_after = read_checkpoint(out / "last.pt")["epoch"]
     assert killed_after < config.epochs - 1, "the kill came too late to test anything"
 
-    resumed = fit(TINY, config, crops, crops, out, resume=True)
+    trained = []  # the epochs the resumed run really trains (a restart from epoch 0 ends alike)
+    monkeypatch.setattr(train_module, "train_one_epoch",
+                        lambda *args, desc, **kwargs: trained.append(desc) or train_one_epoch(*args, desc=desc, **kwargs))
+    resumed = fit(TINY, config, train_set, val_set, out, resume=True)
+    assert trained == [f"epoch {e}" for e in range(killed_after + 1, config.epochs)]
     assert [row["epoch"] for row in resumed.history] == list(range(config.epochs))
     assert [row["lr"] for row in resumed.history] == [row["lr"] for row in whole.history]
     assert pd.read_csv(out / "metrics.csv").epoch.tolist() == list(range(config.epochs))
