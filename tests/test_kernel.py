@@ -284,27 +284,20 @@ def test_bf16_is_used_when_asked_and_agrees_with_fp32_far_below_the_spread_of_sc
 IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
-def reference_probs(checkpoint: Path, detector, clip: Path, frame_ids: list[int], margin: float = 0.3,
+def reference_probs(checkpoint: Path, frames: list[np.ndarray], boxes: list[np.ndarray], margin: float = 0.3,
                     mean: np.ndarray = IMAGENET_MEAN, swap: bool = False) -> np.ndarray:
-    """The fixture model's fp32 probability of the one face in each of ``frame_ids``, computed
-    without the kernel's reading, cropping, resizing or normalising: OpenCV decodes every frame
-    (BGR, turned to RGB here unless ``swap``), MTCNN finds the box, which grows by ``margin`` of its
-    size per side (snapped outward, clipped), the crop is shrunk to 64 px on its long side with
-    INTER_AREA and centred on black, and normalised with ``mean`` and ImageNet's std. MTCNN
-    (``detector``) is shared: finding the box is not what this checks."""
+    """The fixture model's fp32 probability of the face in each RGB frame, computed without the
+    kernel's cropping, resizing or normalising: its box (x1, y1, x2, y2) grows by ``margin`` of its
+    size per side (snapped outward, clipped), the crop (its channels reversed if ``swap``) is shrunk
+    to 64 px on its long side with INTER_AREA and centred on black, and normalised with ``mean`` and
+    ImageNet's std."""
     from training.checkpoint import load_model
 
-    capture, frames = cv2.VideoCapture(str(clip)), []
-    for index in range(max(frame_ids) + 1):
-        ok, frame = capture.read()
-        assert ok
-        if index in frame_ids:
-            frames.append(frame if swap else frame[..., ::-1])
     batch = []
-    for frame, found in zip(frames, detector(frames)):
-        (x1, y1, x2, y2), = found.boxes.astype(np.float64)
+    for frame, (x1, y1, x2, y2) in zip(frames, boxes, strict=True):
         dx, dy = margin * (x2 - x1), margin * (y2 - y1)
         crop = frame[max(math.floor(y1 - dy), 0):math.ceil(y2 + dy), max(math.floor(x1 - dx), 0):math.ceil(x2 + dx)]
+        crop = crop[..., ::-1] if swap else crop
         scale = 64 / max(crop.shape[:2])
         w, h = round(crop.shape[1] * scale), round(crop.shape[0] * scale)
         square = np.zeros((64, 64, 3), np.uint8)
@@ -322,13 +315,27 @@ def kernel_record(data_dir, ensemble, tmp_path_factory) -> dict:
     return json.loads(out.with_suffix(".progress.jsonl").read_text().splitlines()[1])
 
 
+@pytest.fixture(scope="module")
+def reference_faces(kernel_record, detector, data_dir) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The frames the kernel scored, decoded by OpenCV itself (every frame up to the last, BGR turned
+    to RGB here), and MTCNN's one box in each (the detector is shared: finding boxes is not checked)."""
+    capture, frames, wanted = cv2.VideoCapture(str(data_dir / CLIPS[0])), [], kernel_record["frame_ids"]
+    for index in range(max(wanted) + 1):
+        ok, frame = capture.read()
+        assert ok
+        if index in wanted:
+            frames.append(np.ascontiguousarray(frame[..., ::-1]))
+    boxes = [found.boxes.astype(np.float64)[0] for found in detector(frames)]
+    return frames, boxes
+
+
 @pytest.mark.parametrize("mistake", [None, "margin 0.2", "normalised with mean 0.5", "BGR"])
-def test_the_kernel_scores_the_crops_an_independent_computation_gives(kernel_record, checkpoint, detector, data_dir, mistake):
+def test_the_kernel_scores_the_crops_an_independent_computation_gives(kernel_record, reference_faces, checkpoint, mistake):
     """The kernel's probabilities equal the independent :func:`reference_probs`; and the same
     reference with one mistake (a kernel that had it) misses them by far more than the tolerance."""
     variant = {None: {}, "margin 0.2": {"margin": 0.2}, "normalised with mean 0.5": {"mean": np.full(3, 0.5)},
                "BGR": {"swap": True}}[mistake]
-    expected = reference_probs(checkpoint, detector, data_dir / CLIPS[0], kernel_record["frame_ids"], **variant)
+    expected = reference_probs(checkpoint, *reference_faces, **variant)
     gap = np.abs(np.array(kernel_record["probs"]["tiny"]) - expected)
     if mistake is None:
         assert gap.max() < 1e-4
