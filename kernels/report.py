@@ -127,17 +127,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = dict(frames=args.frames, min_frames=min(8, args.frames), strategy=args.strategy,
                     workers=args.workers, detector=detector_settings(args))
-    write_json(args.out / "config.json", {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                                             if k not in ("videos", "weights")},
-                                          "videos": [str(v) for v in args.videos or []],
-                                          "weights": [str(w) for w in args.weights or []],
-                                          "models": ensemble.names, **settings})
-    try:
+    try:  # a missing or video-less --videos fails here, before anything is written
         scores = score_videos(args.videos, ensemble, args.out / "submission.csv", fresh=args.fresh, **settings)
         page = render(scores, labels, args.max_crops, None if args.no_gradcam else ensemble)
     except (SubmissionError, ValueError) as err:
         log.error("%s", err)
         return 2
+    write_json(args.out / "config.json", {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                                             if k not in ("videos", "weights")},
+                                          "videos": [str(v) for v in args.videos or []],
+                                          "weights": [str(w) for w in args.weights or []],
+                                          "models": ensemble.names, **settings})
     with atomic_write(args.out / "report.html", "w", encoding="utf-8") as f:
         f.write(page)
     log.info("wrote %s: %d videos in %.0f s", args.out / "report.html", len(scores.videos), time.monotonic() - start)

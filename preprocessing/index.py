@@ -180,11 +180,17 @@ def index_folder(root: str | Path, labels_csv: str | Path | None = None) -> Inde
 
 
 def build_index(dataset: str, root: str | Path, labels_csv: str | Path | None = None) -> Index:
-    """Index ``root`` as ``dataset`` (one of :data:`DATASETS`)."""
-    if dataset == "dfdc":
-        return index_dfdc(root)
-    if dataset == "ffpp":
-        return index_ffpp(root)
-    if dataset == "folder":
-        return index_folder(root, labels_csv)
-    raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    """Index ``root`` as ``dataset`` (one of :data:`DATASETS`).
+
+    A ``root`` that is not a folder, or whose index holds no video present on disk, is a
+    :class:`FileNotFoundError` naming it.
+    """
+    indexers = {"dfdc": index_dfdc, "ffpp": index_ffpp, "folder": lambda r: index_folder(r, labels_csv)}
+    if dataset not in indexers:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    index = indexers[dataset](root)
+    if index.videos.empty:
+        raise FileNotFoundError(f"{root}: no video found ({len(index.absent)} listed but absent)")
+    return index

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from skimage import data
 
-from .video import find_videos
+from .video import VIDEO_EXTENSIONS, find_videos
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +74,29 @@ def resolve_videos(given: list[Path] | None, sample_dir: Path) -> tuple[list[Pat
     One folder: its videos, searched recursively (see :func:`find_videos`). Files: themselves (names
     relative to nothing). Nothing: Kaggle's test folder when present, else the embedded sample,
     rendered into ``sample_dir``.
+
+    A path that does not exist, or a folder without a video, is a :class:`ValueError` naming it: a
+    typo on the command line must not become a "successful" run. A bad *file* is the caller's to
+    report (the kernel gives it the prior).
     """
     if not given:
         if KAGGLE_TEST_VIDEOS.is_dir():
-            return find_videos(KAGGLE_TEST_VIDEOS), KAGGLE_TEST_VIDEOS
+            return _videos_in(KAGGLE_TEST_VIDEOS), KAGGLE_TEST_VIDEOS
         log.info("no videos given: using the embedded astronaut sample in %s", sample_dir)
         return render_sample(sample_dir), None
+    missing = [p for p in given if not p.exists()]
+    if missing:
+        raise ValueError(f"{missing[0]}: no such file or folder")
     if len(given) == 1 and given[0].is_dir():
-        return find_videos(given[0]), given[0]
+        return _videos_in(given[0]), given[0]
     folders = [p for p in given if p.is_dir()]
     if folders:
         raise ValueError(f"give one folder or a list of files, not the folder {folders[0]} among them")
     return list(given), None
+
+
+def _videos_in(folder: Path) -> list[Path]:
+    videos = find_videos(folder)
+    if not videos:
+        raise ValueError(f"{folder}: no video in this folder (endings {' '.join(sorted(VIDEO_EXTENSIONS))})")
+    return videos

@@ -8,6 +8,7 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
@@ -121,15 +122,47 @@ def demo_scores(data_dir: Path, tmp_path_factory):
     return score_videos(folder, ensemble, out, frames=3, workers=0, strategy="confident"), ensemble, folder, out
 
 
+def _teaching_crops(data_dir: Path) -> list[np.ndarray]:
+    """Two frames of every other ``dfdc_face_crops`` clip but the demo clips: 256 px face crops (RGB)."""
+    from preprocessing.video import read_frames
+
+    clips = [p for p in sorted((data_dir / "dfdc_face_crops").rglob("*.mp4"))
+             if p.relative_to(data_dir).as_posix() not in DEMO_CLIPS]
+    return [image for clip in clips[::2] for image in read_frames(clip, 2).images]
+
+
+def red_minus_blue(crops) -> np.ndarray:
+    """Mean red minus mean blue of each RGB crop: what :func:`checkpoint` learnt to score."""
+    return np.array([c[..., 0].mean(dtype=np.float64) - c[..., 2].mean(dtype=np.float64) for c in crops])
+
+
 @pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory) -> Path:
-    """An untrained tiny zoo model (mobilenetv3_small_050 at 64 px) in the project's checkpoint format."""
+def checkpoint(data_dir: Path, tmp_path_factory) -> Path:
+    """A tiny zoo model (mobilenetv3_small_050 at 64 px, ImageNet normalisation) in the project's
+    checkpoint format whose scores differ clearly between crops: trained here (60 Adam steps on 20
+    face crops, about 3 s) to give as its logit the crop's standardised mean red minus mean blue.
+    So a colour-channel swap, another normalisation or another crop moves its output by about 0.1
+    (its fp32 scores spread about 0.2 across faces), far above bf16's rounding (under 1e-2)."""
     import torch
 
     from training.checkpoint import save_checkpoint
-    from training.zoo import ModelConfig, build_model
+    from training.zoo import ModelConfig, build_model, to_batch
 
+    crops = _teaching_crops(data_dir)
+    rule = red_minus_blue(crops)
+    target = torch.tensor(1.5 * (rule - rule.mean()) / rule.std(), dtype=torch.float32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
+    model = build_model(ModelConfig("mobilenetv3_small_050", 64))
+    batch = to_batch(crops, model.config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = torch.nn.functional.mse_loss(model(batch), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.set_num_threads(threads)
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_checkpoint(path, build_model(ModelConfig("mobilenetv3_small_050", 64)))
+    save_checkpoint(path, model.eval())
     return path

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_config(path, mix):
-    train = TrainConfig(epochs=2, batch_size=2, iterations=1, optimizer="adamw", lr=1e-3, precision="fp32", workers=0)
+    train = TrainConfig(epochs=2, batch_size=2, iterations=1, optimizer="adamw", lr=3e-2, precision="fp32", workers=0)
     path.write_text(json.dumps(RunConfig(ModelConfig("mobilenetv3_small_050", 64), train, DataConfig(mix=mix)).to_dict()))
     return path
 
@@ -42,6 +42,16 @@ def test_every_video_is_scored_once_per_config_by_its_folds_run(prepared_dir, tm
         recorded = pd.read_csv(out / "plain" / f"fold{fold}" / "best_videos.csv").set_index("video")
         best = videos.query("config == 'plain' and checkpoint == 'best' and fold == @fold").set_index("video")
         assert np.allclose(best.prob, recorded.prob[best.index], atol=1e-5)
+    # last.pt scores what training measured at its last epoch (metrics.csv), for every config and fold
+    # (lr 3e-2 overshoots: most runs' best epoch is the first, so last and best could not be swapped unseen)
+    best_epochs = []
+    for (config, fold), last in videos.query("checkpoint == 'last'").groupby(["config", "fold"]):
+        measured = pd.read_csv(out / config / f"fold{fold}" / "metrics.csv")
+        best_epochs.append(int(measured.epoch[measured.val_logloss.idxmin()]))
+        scored = crossval.label_metrics(last.label, last.prob)
+        assert (scored["logloss"], scored["auc"]) == pytest.approx(
+            (measured.val_logloss.iloc[-1], measured.val_auc.iloc[-1]), abs=1e-5)
+    assert 0 in best_epochs
     # pooled metrics: the mean of the real and fake videos' log-losses, and AUC, over both folds
     summary = pd.read_csv(out / "summary.csv").set_index(["config", "checkpoint"])
     assert len(summary) == 4 and (summary.videos == len(prepared)).all()

@@ -96,7 +96,7 @@ def test_workers_do_not_change_the_samples(prepared_dir):
     for workers in (0, 2):
         batches[workers] = list(make_loader(dataset, batch_size=3, workers=workers))
     assert len(batches[0]) == len(dataset) // 3  # the last short batch is dropped in training
-    for a, b in zip(batches[0], batches[2]):
+    for a, b in zip(batches[0], batches[2], strict=True):  # strict: a shorter list is a failure
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["target"], b["target"])
         assert a["video"] == b["video"] and a["dropout"] == b["dropout"]
 

@@ -1,7 +1,9 @@
 """The extract_faces command on a real clip mixed with broken files."""
 import json
 import logging
+import os
 import shutil
+from pathlib import Path
 
 import cv2
 import pytest
@@ -54,14 +56,18 @@ def test_extracts_good_videos_reports_bad_ones_and_resumes(folder, tmp_path, cap
     assert (out / "sub/183.mp4/faces.json").stat().st_mtime_ns == written
 
 
-def test_an_unfinished_video_is_redone(folder, tmp_path):
+def test_an_unfinished_video_is_redone(folder, tmp_path, monkeypatch):
     out = tmp_path / "faces"
     argv = ["--videos", str(folder / "sub" / "183.mp4"), "--out", str(out), "--frames", "3"]
     assert extract_faces.main(argv) == 0
     (out / "183.mp4" / "faces.json").unlink()  # as if killed before the video was finished
     (out / "183.mp4" / "99999_0.png").write_bytes(b"stale")
+    finals = []  # the final names files are renamed onto, in order (every write is atomic)
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda tmp, final: finals.append(Path(final).name) or replace(tmp, final))
     assert extract_faces.main(argv) == 0
-    assert sorted(p.name for p in (out / "183.mp4").iterdir())[-1] == "faces.json"
+    video = [name for name in finals if name != "summary.json"]
+    assert len(video) == 4 and video[-1] == "faces.json"  # three crops, then the mark of a finished video
     assert not (out / "183.mp4" / "99999_0.png").exists()
     assert len(json.loads((out / "183.mp4" / "faces.json").read_text())["faces"]) == 3
 

@@ -1,4 +1,7 @@
 """Grad-CAM: equal to the class activation map where theory says so, mapped back onto the crop."""
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +14,7 @@ from training.checkpoint import load_model
 from training.zoo import ModelConfig, build_model, to_batch
 
 FACE = data.astronaut()[40:260, 130:330]  # 220 x 200 RGB
+DEMO = Path(__file__).resolve().parents[1] / "weights" / "cpu_demo.pt"  # wherever pytest runs from
 
 
 @pytest.mark.parametrize("height, width", [(100, 50), (50, 100), (64, 64), (37, 91), (220, 200)])
@@ -44,7 +48,7 @@ def test_gradcam_equals_the_class_activation_map_for_pooling_and_a_linear_head(e
 
 
 def test_gradcam_runs_through_mobilenetv3s_head_convolution_and_overlays():
-    model = load_model("weights/cpu_demo.pt", "cpu")  # mobilenetv3_small_100: conv_head after pooling
+    model = load_model(DEMO, "cpu")  # mobilenetv3_small_100: conv_head after pooling
     heat, probs = gradcam(model, [FACE])
     assert heat[0].shape == FACE.shape[:2] and 0 <= heat[0].min() and heat[0].max() == pytest.approx(1.0)
     assert heat[0].std() > 0.05  # a map with a place, not a constant
@@ -56,9 +60,9 @@ def test_gradcam_runs_through_mobilenetv3s_head_convolution_and_overlays():
 
 def test_gradcam_works_on_weights_laid_out_under_inference_mode():
     """The kernel's bf16 probe converts models to channels_last inside torch.inference_mode."""
-    plain = load_model("weights/cpu_demo.pt", "cpu")
+    plain = load_model(DEMO, "cpu")
     with torch.inference_mode():
-        touched = load_model("weights/cpu_demo.pt", "cpu").to(memory_format=torch.channels_last)
+        touched = load_model(DEMO, "cpu").to(memory_format=torch.channels_last)
     (expected,), _ = gradcam(plain, [FACE])
     (heat,), _ = gradcam(touched, [FACE])
     np.testing.assert_allclose(heat, expected, atol=1e-4)
@@ -77,9 +81,21 @@ def test_share_inside(heat, mask, expected):
 def test_mask_shares_covers_every_masked_fake_crop(prepared_dir):
     crops = pd.read_csv(prepared_dir / "crops.csv", keep_default_na=False)
     masked = crops[(crops["label"] == 1) & (crops["mask"] != "")]
-    shares = mask_shares(prepared_dir, load_model("weights/cpu_demo.pt", "cpu"))
+    model = load_model(DEMO, "cpu")
+    shares = mask_shares(prepared_dir, model)
     assert len(shares) == len(masked) > 0
     assert set(shares["method"]) == {"Deepfakes", "FaceSwap", "NeuralTextures"}
     for column in ("mask_area", "fake_share", "real_share", "prob_fake", "prob_real"):
         assert shares[column].between(0, 1).all(), column
     assert (shares["mask_area"] > 0).all()
+
+    # Each row against its own computation from the files: the fake crop's heat and probability are
+    # the fake's, the real crop's the real's (swapped, the two would trade places).
+    rows = shares.merge(masked, on=["video", "frame", "track"], validate="one_to_one")
+    assert (rows["prob_fake"] - rows["prob_real"]).abs().max() > 1e-3  # a swap would show
+    for row in rows.head(3).itertuples():
+        crop, real = (cv2.cvtColor(cv2.imread(str(prepared_dir / name)), cv2.COLOR_BGR2RGB) for name in (row.crop, row.real_crop))
+        mask = cv2.imread(str(prepared_dir / row.mask), cv2.IMREAD_GRAYSCALE)
+        (heat_fake, heat_real), probs = gradcam(model, [crop, real])
+        assert (row.prob_fake, row.prob_real) == pytest.approx(tuple(probs), abs=1e-5)
+        assert (row.fake_share, row.real_share) == pytest.approx((share_inside(heat_fake, mask), share_inside(heat_real, mask)), abs=1e-5)

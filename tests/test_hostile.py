@@ -1,7 +1,6 @@
 """Hostile inputs and faults: nothing crashes, every file is accounted for, nothing is lost."""
 import json
 import os
-import pickle
 import resource
 import signal
 import subprocess
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from tests.corpus import build_corpus
 from training.checkpoint import CheckpointError, read_checkpoint
@@ -89,18 +89,28 @@ def test_extract_faces_skips_bad_files_and_records_them(corpus, extract_run):
     assert json.loads((out / "8k.avi" / "faces.json").read_text())["scale"] == 0.5  # read shrunk to 3840 px
 
 
-class RunsCode:
-    def __reduce__(self):
-        return (os.system, ("touch pwned",))
+@pytest.mark.parametrize("call, named", [
+    pytest.param(os.system, "posix.system", marks=pytest.mark.xfail(strict=True, reason=(
+        "torch 2.14 words this 'unsupported GLOBAL posix.system whose module posix is blocked', which "
+        "training/checkpoint.py's pattern 'Unsupported global: GLOBAL (\\S+)' misses: the file is refused as "
+        "'not a readable checkpoint' instead (a one-line fix of that pattern, owned by the model's developer)"))),
+    (exec, "exec"),
+])
+def test_a_checkpoint_that_runs_code_is_refused(tmp_path, monkeypatch, call, named):
+    """Saved as the project saves checkpoints (``torch.save``'s zip), so torch's weights-only loader
+    reaches the call itself, not an opcode it does not know, and the project's own message fires."""
+    class RunsCode:
+        def __reduce__(self):
+            return call, ("open('pwned', 'w').close()" if call is exec else "touch pwned",)
 
-
-def test_a_checkpoint_that_runs_code_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pt"
-    path.write_bytes(pickle.dumps({"format": "deepfake-detector", "payload": RunsCode()}))
-    with pytest.raises(CheckpointError, match="evil.pt: not a readable checkpoint"):
-        read_checkpoint(path)
-    assert not (tmp_path / "pwned").exists()
+    torch.save({"format": "deepfake-detector", "payload": RunsCode()}, path)
+    try:
+        with pytest.raises(CheckpointError, match=f"evil.pt: refused: the file holds {named}, code that would run"):
+            read_checkpoint(path)
+    finally:
+        assert not (tmp_path / "pwned").exists()
 
 
 def test_a_full_disk_fails_clearly_and_keeps_earlier_outputs(data_dir, checkpoint, tmp_path):
@@ -123,3 +133,31 @@ def test_a_full_disk_fails_clearly_and_keeps_earlier_outputs(data_dir, checkpoin
     assert len(errors) == 1 and "cannot write" in errors[0] and "File too large" in errors[0]
     assert out.read_text() == before
     assert not list(out.parent.glob(".*.tmp"))
+
+
+def _command(name: str, videos: Path, out: Path, checkpoint: Path) -> tuple:
+    """``(main, argv)`` of each command, reading ``videos`` and writing under ``out``."""
+    from kernels import predict, report
+    from preprocessing import extract_faces, prepare
+
+    common = ["--weights", str(checkpoint), "--frames", "2", "--workers", "0"]
+    return {"predict": (predict.main, ["--videos", str(videos), "--out", str(out / "submission.csv"), *common]),
+            "report": (report.main, ["--videos", str(videos), "--out", str(out), *common]),
+            "extract_faces": (extract_faces.main, ["--videos", str(videos), "--out", str(out), "--frames", "2"]),
+            "prepare": (prepare.main, ["--dataset", "ffpp", "--root", str(videos), "--out", str(out), "--workers", "0"]),
+            }[name]
+
+
+@pytest.mark.parametrize("command", ["predict", "report", "extract_faces", "prepare"])
+@pytest.mark.parametrize("problem", ["missing", "no video"])
+def test_a_wrong_path_on_the_command_line_stops_with_one_line_and_exit_2(command, problem, checkpoint, tmp_path, caplog):
+    videos = tmp_path / ("does_not_exist" if problem == "missing" else "empty")
+    if problem == "no video":  # a dataset layout and a stray file, but nothing that is a video
+        (videos / "original_sequences").mkdir(parents=True)
+        (videos / "notes.txt").write_text("not a video")
+    main, argv = _command(command, videos, tmp_path / "out", checkpoint)
+    assert main(argv) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith(f"{videos}: "), errors
+    assert ("no such" if problem == "missing" else "no video") in errors[0]
+    assert not (tmp_path / "out").exists()  # nothing written

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +20,7 @@ from kernels.aggregate import aggregate, confident, mean, sharpen
 from kernels.budget import Budget
 from kernels.ensemble import Ensemble
 from preprocessing.sample import render_sample
+from preprocessing.video import read_frames
 from submission.io import read_submission, videos_in
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,29 +179,45 @@ def test_a_short_deadline_still_yields_a_complete_submission_on_time(folder, ens
     assert len(unreached) >= 1 and (unreached["label"] == 0.5).all()
 
 
+def kill_when(process: subprocess.Popen, moment, timeout: float = 120.0) -> None:
+    """SIGKILL ``process`` and its process group (its detection worker) as soon as ``moment()``
+    holds, polled every 10 ms; fails if the process ends first or the moment never comes."""
+    limit = time.monotonic() + timeout
+    while not moment():
+        assert process.poll() is None, "the run ended before the moment it was to be killed at"
+        assert time.monotonic() < limit, "the moment to kill never came"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def finished(progress: Path) -> list[str]:
+    """The videos a resume log holds complete records of (a killed run may leave half a line)."""
+    lines = progress.read_text().splitlines()[1:] if progress.exists() else []
+    return [json.loads(line)["filename"] for line in lines if line.endswith("}")]
+
+
+def start_kernel(folder: Path, out: Path, checkpoint: Path, workers: int, **kwargs) -> subprocess.Popen:
+    command = [sys.executable, "-m", "kernels.predict", "--videos", str(folder), "--out", str(out),
+               "--weights", str(checkpoint), "--frames", "4", "--workers", str(workers), "--precision", "fp32"]
+    return subprocess.Popen(command, cwd=out.parents[1], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            start_new_session=True, **kwargs)
+
+
 def test_a_killed_run_resumes_without_redoing_videos(folder, checkpoint, ensemble, tmp_path):
     out = tmp_path / "killed" / "submission.csv"
-    command = [sys.executable, "-m", "kernels.predict", "--videos", str(folder), "--out", str(out),
-               "--weights", str(checkpoint), "--frames", "4", "--workers", "0", "--precision", "fp32"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = out.with_suffix(".progress.jsonl")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if progress.exists() and len(progress.read_text().splitlines()) >= 3:  # header + 2 videos
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done_before = len(progress.read_text().splitlines()) - 1
+    kill_when(start_kernel(folder, out, checkpoint, 0, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+              lambda: len(finished(progress)) >= 2)
+    done_before = len(finished(progress))
     assert 2 <= done_before < 4, "the kill should land mid-run"
     assert len(read_submission(out, videos_in(folder))) == 4  # complete and valid even when killed
 
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert f"resuming: {done_before} of 4 videos already done" in result.stderr
-    records = [json.loads(line)["filename"] for line in progress.read_text().splitlines()[1:]]
-    assert sorted(records) == sorted(set(records)) == videos_in(folder)  # each video once
+    rerun = start_kernel(folder, out, checkpoint, 0, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr
+    assert f"resuming: {done_before} of 4 videos already done" in stderr
+    assert sorted(finished(progress)) == sorted(set(finished(progress))) == videos_in(folder)  # each video once
 
     reference = predict.run(named(folder), ensemble, tmp_path / "reference" / "submission.csv",
                             predict.Settings(frames=4, workers=0))
@@ -207,26 +225,29 @@ def test_a_killed_run_resumes_without_redoing_videos(folder, checkpoint, ensembl
     np.testing.assert_allclose(resumed["label"], reference["label"], atol=1e-6)
 
 
-def test_kills_at_random_moments_lose_and_repeat_nothing(folder, checkpoint, ensemble, tmp_path):
+def test_kills_before_during_and_after_start_up_lose_and_repeat_nothing(folder, checkpoint, ensemble, tmp_path):
+    """Three runs killed at moments told by their outputs, each checked to have landed there: before
+    anything is written, once the all-prior submission is written but no video is done (the worker
+    still starting), and once a video is done; then a fourth run finishes the job."""
     out = tmp_path / "killed" / "submission.csv"
     progress = out.with_suffix(".progress.jsonl")
-    command = [sys.executable, "-m", "kernels.predict", "--videos", str(folder), "--out", str(out),
-               "--weights", str(checkpoint), "--frames", "4", "--workers", "1", "--precision", "fp32"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for delay in np.random.default_rng(7).uniform(2.0, 9.0, size=3):  # before, during and after start-up
-        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(delay)
-        os.killpg(process.pid, signal.SIGKILL)  # the kernel and its detection worker
-        process.wait()
-        if out.exists():
-            assert len(read_submission(out, videos_in(folder))) == 4  # complete and valid at every kill
-        if progress.exists():
-            names = [json.loads(line)["filename"] for line in progress.read_text().splitlines()[1:] if line.endswith("}")]
-            assert len(names) == len(set(names))
-    assert subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=300).returncode == 0
-    names = [json.loads(line)["filename"] for line in progress.read_text().splitlines()[1:]]
-    assert sorted(names) == videos_in(folder)
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    kill_when(start_kernel(folder, out, checkpoint, 1, **quiet), lambda: True)  # still importing torch
+    assert not out.parent.exists(), "the first kill should land before start-up"
+
+    kill_when(start_kernel(folder, out, checkpoint, 1, **quiet), out.exists)
+    assert len(read_submission(out, videos_in(folder))) == 4  # complete and valid from its first write
+    assert finished(progress) == [], "the second kill should land during start-up"
+
+    kill_when(start_kernel(folder, out, checkpoint, 1, **quiet), lambda: len(finished(progress)) >= 1)
+    names = finished(progress)
+    assert 1 <= len(names) < 4 and len(names) == len(set(names)), "the third kill should land mid-run"
+    assert len(read_submission(out, videos_in(folder))) == 4
+
+    last = start_kernel(folder, out, checkpoint, 1, **quiet)
+    assert last.wait(timeout=300) == 0
+    assert sorted(finished(progress)) == videos_in(folder)
     reference = predict.run(named(folder), ensemble, tmp_path / "reference" / "submission.csv",
                             predict.Settings(frames=4, workers=0))
     np.testing.assert_allclose(read_submission(out)["label"], reference["label"], atol=1e-6)
@@ -250,15 +271,76 @@ def test_bad_weights_fail_before_any_video_is_read(checkpoint, folder, tmp_path,
     assert not out.exists() and not out.with_suffix(".progress.jsonl").exists()
 
 
-def test_bf16_agrees_with_fp32(checkpoint, data_dir):
-    from preprocessing.detect import FaceDetector
-    from preprocessing.faces import find_faces
-    from preprocessing.video import read_frames
+def test_bf16_is_used_when_asked_and_agrees_with_fp32_far_below_the_spread_of_scores(checkpoint, ensemble, data_dir):
+    faces = [image for clip in sorted((data_dir / "dfdc_face_crops").rglob("*.mp4"))[1::2]
+             for image in read_frames(clip, 1).images]  # one crop each of ten faces the model never saw
+    bf16 = Ensemble.load([checkpoint], precision="bf16")
+    assert bf16.precisions == ["bf16"]
+    fp32, half = ensemble.predict(faces)["tiny"], bf16.predict(faces)["tiny"]
+    assert 0 < np.abs(fp32 - half).max() < 1e-2  # bf16 really ran (its rounding shows), and agrees
+    assert fp32.max() - fp32.min() > 0.2  # ... while the scores themselves differ 20 times more
 
-    crops = [f.crop for f in find_faces(read_frames(data_dir / CLIPS[1], 4), FaceDetector())]
-    fp32 = Ensemble.load([checkpoint], precision="fp32").predict(crops)["tiny"]
-    bf16 = Ensemble.load([checkpoint], precision="bf16").predict(crops)["tiny"]
-    assert np.abs(fp32 - bf16).max() < 1e-2
+
+IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+def reference_probs(checkpoint: Path, frames: list[np.ndarray], boxes: list[np.ndarray], margin: float = 0.3,
+                    mean: np.ndarray = IMAGENET_MEAN, swap: bool = False) -> np.ndarray:
+    """The fixture model's fp32 probability of the face in each RGB frame, computed without the
+    kernel's cropping, resizing or normalising: its box (x1, y1, x2, y2) grows by ``margin`` of its
+    size per side (snapped outward, clipped), the crop (its channels reversed if ``swap``) is shrunk
+    to 64 px on its long side with INTER_AREA and centred on black, and normalised with ``mean`` and
+    ImageNet's std."""
+    from training.checkpoint import load_model
+
+    batch = []
+    for frame, (x1, y1, x2, y2) in zip(frames, boxes, strict=True):
+        dx, dy = margin * (x2 - x1), margin * (y2 - y1)
+        crop = frame[max(math.floor(y1 - dy), 0):math.ceil(y2 + dy), max(math.floor(x1 - dx), 0):math.ceil(x2 + dx)]
+        crop = crop[..., ::-1] if swap else crop
+        scale = 64 / max(crop.shape[:2])
+        w, h = round(crop.shape[1] * scale), round(crop.shape[0] * scale)
+        square = np.zeros((64, 64, 3), np.uint8)
+        square[(64 - h) // 2:(64 - h) // 2 + h, (64 - w) // 2:(64 - w) // 2 + w] = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
+        batch.append(((square / 255.0 - mean) / IMAGENET_STD).transpose(2, 0, 1))
+    with torch.no_grad():
+        return torch.sigmoid(load_model(checkpoint)(torch.tensor(np.stack(batch), dtype=torch.float32))).numpy()
+
+
+@pytest.fixture(scope="module")
+def kernel_record(data_dir, ensemble, tmp_path_factory) -> dict:
+    """The kernel's progress record of one real one-face clip at 4 frames."""
+    out = tmp_path_factory.mktemp("one") / "submission.csv"
+    predict.run([("183.mp4", data_dir / CLIPS[0])], ensemble, out, predict.Settings(frames=4, workers=0))
+    return json.loads(out.with_suffix(".progress.jsonl").read_text().splitlines()[1])
+
+
+@pytest.fixture(scope="module")
+def reference_faces(kernel_record, detector, data_dir) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The frames the kernel scored, decoded by OpenCV itself (every frame up to the last, BGR turned
+    to RGB here), and MTCNN's one box in each (the detector is shared: finding boxes is not checked)."""
+    capture, frames, wanted = cv2.VideoCapture(str(data_dir / CLIPS[0])), [], kernel_record["frame_ids"]
+    for index in range(max(wanted) + 1):
+        ok, frame = capture.read()
+        assert ok
+        if index in wanted:
+            frames.append(np.ascontiguousarray(frame[..., ::-1]))
+    boxes = [found.boxes.astype(np.float64)[0] for found in detector(frames)]
+    return frames, boxes
+
+
+@pytest.mark.parametrize("mistake", [None, "margin 0.2", "normalised with mean 0.5", "BGR"])
+def test_the_kernel_scores_the_crops_an_independent_computation_gives(kernel_record, reference_faces, checkpoint, mistake):
+    """The kernel's probabilities equal the independent :func:`reference_probs`; and the same
+    reference with one mistake (a kernel that had it) misses them by far more than the tolerance."""
+    variant = {None: {}, "margin 0.2": {"margin": 0.2}, "normalised with mean 0.5": {"mean": np.full(3, 0.5)},
+               "BGR": {"swap": True}}[mistake]
+    expected = reference_probs(checkpoint, *reference_faces, **variant)
+    gap = np.abs(np.array(kernel_record["probs"]["tiny"]) - expected)
+    if mistake is None:
+        assert gap.max() < 1e-4
+    else:
+        assert gap.mean() > 1e-2, f"{mistake} would go unnoticed"
 
 
 def test_shards_split_deterministically_and_cover_every_video():

@@ -1,6 +1,7 @@
 """The map head: a decoder beside the classifier that learns where a crop was manipulated, from the
 difference masks of fakes and the blend masks of pseudo-fakes; its loss, its masks, its training and
 its strip in the report."""
+import dataclasses
 import json
 import shutil
 
@@ -20,7 +21,7 @@ from training.checkpoint import load_model, save_checkpoint
 from training.dataset import LANDMARK_COLUMNS, SOURCES, CropDataset, read_crop, read_mask
 from training.engine import map_loss
 from training.selfblend import SelfBlend
-from training.train import DataConfig, RunConfig, TrainConfig, main
+from training.train import DataConfig, RunConfig, TrainConfig, _seed, fit, main
 from training.zoo import ModelConfig, build_model, to_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -133,6 +134,26 @@ def test_the_map_head_learns_where_pseudo_fakes_were_blended(prepared_dir):
         predicted = torch.sigmoid(F.interpolate(model(batch["image"], with_map=True)[1], size=(64, 64)))[:, 0]
     inside = batch["mask"] > 0.5
     assert predicted[inside].mean() > predicted[~inside].mean() + 0.3
+
+
+def test_map_weight_scales_the_map_loss_in_the_training_loss(prepared_dir, tmp_path):
+    """One step from the same weights on the same batch: the training loss is the classifier's
+    balanced BCE plus ``map_weight`` times the map loss, and with weight 0 the decoder learns nothing."""
+    train_set = CropDataset(prepared_dir, MAPPED, mix={"real": 0.5, "pseudo": 0.5}, seed=1, **NO_AUGMENTATION)
+    val_set = CropDataset(prepared_dir, MAPPED, 0)
+    train = TrainConfig(epochs=1, batch_size=4, iterations=1, optimizer="sgd", lr=0.1, weight_decay=0.0,
+                        schedule="constant", precision="fp32", workers=0)
+    runs = {weight: fit(MAPPED, dataclasses.replace(train, map_weight=weight), train_set, val_set, tmp_path / str(weight))
+            for weight in (0.0, 2.0)}
+    first, second = (runs[w].history[0] for w in (0.0, 2.0))
+    assert second["train_map_loss"] > 0.1
+    assert first["train_map_loss"] == pytest.approx(second["train_map_loss"], abs=1e-6)  # the same forward pass
+    assert second["train_loss"] - first["train_loss"] == pytest.approx(2.0 * second["train_map_loss"], abs=1e-5)
+    _seed(train.seed, 0, 0)  # as fit seeds the model it builds
+    initial = dict(build_model(MAPPED).decoder.named_parameters())
+    for weight, run in runs.items():
+        moved = [k for k, v in run.model.decoder.named_parameters() if not torch.equal(v, initial[k])]
+        assert bool(moved) == (weight > 0), (weight, moved)
 
 
 def test_training_writes_the_map_loss_and_the_report_shows_the_map(prepared_dir, demo_scores, tmp_path):

@@ -1,7 +1,9 @@
 """``preprocessing.prepare`` end to end on real FF++ pairs: the contract's tables and files, aligned
 crops, masks that sit on the face, resuming after a kill, unreadable videos."""
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -164,8 +166,17 @@ def test_landmarks_are_in_crop_pixels(prepared):
         assert max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])
 
 
-def test_rerun_resumes_everything_and_rewrites_the_same_tables(prepared):
-    config, _, videos, crops = prepared
+@pytest.fixture
+def prepared_copy(prepared, tmp_path) -> PrepareConfig:
+    """``prepared``'s config, pointed at a copy of its output: a test may rerun it without changing
+    what the other tests of this module read."""
+    shutil.copytree(prepared[0].out, tmp_path / "out", symlinks=True)
+    return dataclasses.replace(prepared[0], out=str(tmp_path / "out"))
+
+
+def test_rerun_resumes_everything_and_rewrites_the_same_tables(prepared, prepared_copy):
+    _, _, videos, crops = prepared
+    config = prepared_copy
     summary = prepare(config)
     assert (summary.prepared, summary.resumed) == (0, 5)
     again_videos, again_crops = read_tables(Path(config.out))
@@ -173,8 +184,8 @@ def test_rerun_resumes_everything_and_rewrites_the_same_tables(prepared):
     pd.testing.assert_frame_equal(again_crops, crops)
 
 
-def test_resuming_with_other_settings_is_refused(prepared, caplog):
-    config = prepared[0]
+def test_resuming_with_other_settings_is_refused(prepared_copy, caplog):
+    config = prepared_copy
     with pytest.raises(PrepareError, match=r"prepared with frames=4 \(now 5\).*--overwrite"):
         prepare(PrepareConfig(config.dataset, config.root, config.out, frames=5, workers=0))
     args = ["--dataset", "ffpp", "--root", config.root, "--out", config.out, "--frames", "4", "--mask", "ssim"]

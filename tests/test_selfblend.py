@@ -13,6 +13,7 @@ from training.augment import val_pipeline
 from training.dataset import LANDMARK_COLUMNS, SOURCES, CropDataset, PreparedDataError, read_crop, read_prepared
 from training.dropout import LEFT_EYE, LEFT_MOUTH, NOSE, RIGHT_EYE, RIGHT_MOUTH, face_axes
 from training.selfblend import BLEND_RATIOS, REGIONS, SelfBlend
+from training import train as train_module
 from training.train import DataConfig, RunConfig, TrainConfig, load_config, main
 from training.zoo import ConfigError, ModelConfig, to_batch
 
@@ -192,11 +193,28 @@ def test_data_configs_are_checked(data, message):
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_a_training_run_on_real_videos_alone_learns_from_both_classes(prepared_dir, tmp_path):
+def test_a_training_run_on_real_videos_alone_learns_from_both_classes(prepared_dir, tmp_path, monkeypatch):
+    """The run trains on its real crops and on those crops self-blended: each pseudo-fake it sees is
+    the blend the generator made (not the crop it started from), labelled fake."""
     data = reals_only(prepared_dir, tmp_path / "reals")
     train = TrainConfig(epochs=2, batch_size=2, iterations=2, optimizer="adamw", lr=1e-3, precision="fp32", workers=0)
-    config = RunConfig(CONFIG, train, DataConfig(mix={"real": 0.5, "pseudo": 0.5}))
+    no_augmentation = dict.fromkeys(("cutout", "compression", "noise", "blur", "flip", "color", "gray", "affine"), 0.0)
+    config = RunConfig(CONFIG, train, DataConfig(mix={"real": 0.5, "pseudo": 0.5}, dropout=None, augment=no_augmentation))
     (tmp_path / "reals.json").write_text(json.dumps(config.to_dict()))
+    blends, seen = [], []  # what the generator made (in order), and every sample the run trained on
+    generate, epoch = SelfBlend.__call__, train_module.train_one_epoch
+
+    def recording_generator(self, image, *args, **kwargs):
+        fake, mask = generate(self, image, *args, **kwargs)
+        if mask.any():
+            blends.append((image, fake))
+        return fake, mask
+
+    def recording_epoch(model, batches, *args, **kwargs):
+        return epoch(model, (seen.append(b) or b for b in batches), *args, **kwargs)
+
+    monkeypatch.setattr(SelfBlend, "__call__", recording_generator)
+    monkeypatch.setattr(train_module, "train_one_epoch", recording_epoch)
     out = tmp_path / "run"
     assert main(["--config", str(tmp_path / "reals.json"), "--data", str(data), "--fold", "0", "--out", str(out)]) == 0
     metrics = pd.read_csv(out / "metrics.csv")
@@ -204,6 +222,13 @@ def test_a_training_run_on_real_videos_alone_learns_from_both_classes(prepared_d
     assert metrics.val_auc.isna().all() and metrics.val_logloss_fake.isna().all()  # real videos validate
     assert np.isfinite(metrics.val_logloss_real).all()
     assert json.loads((out / "config.json").read_text())["data"]["mix"] == {"real": 0.5, "pseudo": 0.5}
+    pseudo = [(b["image"][i], b["target"][i]) for b in seen for i in range(len(b["source"])) if b["source"][i] == "pseudo"]
+    assert len(pseudo) == len(blends) == 4
+    for (image, target), (crop, fake) in zip(pseudo, blends, strict=True):
+        fake, crop = to_batch([fake, crop], CONFIG)
+        changed = (fake - crop).abs() > 0.2  # where the blend changed the crop (the resize's own noise is less)
+        to_fake, to_crop = ((image - x)[changed].abs().mean() for x in (fake, crop))
+        assert target > 0.5 and changed.sum() > 50 and to_fake < 0.75 * to_crop, (to_fake, to_crop)
 
 
 # --- the shipped comparison ----------------------------------------------------------------------

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from sklearn.metrics import log_loss, roc_auc_score
 from torch.utils.data import Dataset
 
+from training import distributed
+from training import train as train_module
 from training.checkpoint import load_model, read_checkpoint
 from training.dataset import LANDMARK_COLUMNS, read_crop
 from training.engine import Precision, balanced_bce, label_metrics, train_one_epoch, video_metrics
@@ -259,20 +261,22 @@ def test_a_new_run_never_overwrites_an_old_one(data_dir, tmp_path):
 # --- resume and DDP (in other processes) -------------------------------------------------------
 
 
-def _train_in_child(files, config_dict, out):
+def _train_in_child(prepared, config_dict, out):
     torch.set_num_threads(1)
-    crops = FaceCrops(files)
-    fit(TINY, TrainConfig(**config_dict), crops, crops, out)
+    config = RunConfig(TINY, TrainConfig(**config_dict))
+    fit(TINY, config.train, *make_datasets(prepared, 0, config), out)
 
 
-def test_a_killed_run_resumes_where_it_stopped_and_ends_as_if_never_killed(data_dir, tmp_path):
-    files = face_files(data_dir, 6)
-    crops = FaceCrops(files)
-    config = tiny_train_config(epochs=3, iterations=4, ema_decay=0.9)
-    whole = fit(TINY, config, crops, crops, tmp_path / "whole")
+def test_a_killed_run_resumes_where_it_stopped_and_ends_as_if_never_killed(faces_prepared, tmp_path, monkeypatch):
+    """The project's ``CropDataset`` (augmented, two loader workers) in a run killed after an epoch:
+    the resumed run trains only the epochs left, and ends with the weights of an unbroken run."""
+    config = tiny_train_config(epochs=3, iterations=3, ema_decay=0.9, workers=2)
+    train_set, val_set = make_datasets(faces_prepared, 0, RunConfig(TINY, config))
+    whole = fit(TINY, config, train_set, val_set, tmp_path / "whole")
 
     out = tmp_path / "killed"
-    child = multiprocessing.get_context("fork").Process(target=_train_in_child, args=(files, config.to_dict(), out))
+    child = multiprocessing.get_context("fork").Process(target=_train_in_child,
+                                                        args=(faces_prepared, config.to_dict(), out))
     child.start()
     deadline = time.monotonic() + 120
     while not (out / "last.pt").exists() and child.is_alive() and time.monotonic() < deadline:
@@ -282,7 +286,11 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_as_if_never_killed(data_
     killed_after = read_checkpoint(out / "last.pt")["epoch"]
     assert killed_after < config.epochs - 1, "the kill came too late to test anything"
 
-    resumed = fit(TINY, config, crops, crops, out, resume=True)
+    trained = []  # the epochs the resumed run really trains (a restart from epoch 0 ends alike)
+    monkeypatch.setattr(train_module, "train_one_epoch",
+                        lambda *args, desc, **kwargs: trained.append(desc) or train_one_epoch(*args, desc=desc, **kwargs))
+    resumed = fit(TINY, config, train_set, val_set, out, resume=True)
+    assert trained == [f"epoch {e}" for e in range(killed_after + 1, config.epochs)]
     assert [row["epoch"] for row in resumed.history] == list(range(config.epochs))
     assert [row["lr"] for row in resumed.history] == [row["lr"] for row in whole.history]
     assert pd.read_csv(out / "metrics.csv").epoch.tolist() == list(range(config.epochs))
@@ -295,12 +303,22 @@ def _ddp_rank(rank, port, files, config_dict, out):
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"})
     torch.set_num_threads(1)
+    sync_state, epochs = distributed.sync_state, []
+
+    def observed_sync_state(module):  # keep what this rank holds before rank 0's state is broadcast
+        epochs.append({k: v.clone() for k, v in module.state_dict().items()})
+        sync_state(module)
+
+    distributed.sync_state = observed_sync_state  # this forked child's module only
     crops = FaceCrops(files)
     run = fit(TINY, TrainConfig(**config_dict), crops, crops, out)
-    torch.save(run.model.state_dict(), out.parent / f"rank{rank}.pt")
+    torch.save({"before_sync": epochs, "after": run.model.state_dict()}, out.parent / f"rank{rank}.pt")
 
 
 def test_two_gloo_processes_train_data_parallel_to_identical_weights(data_dir, tmp_path):
+    """Each rank draws other crops; DDP's averaged gradients keep the parameters equal step after step
+    within an epoch (before ``sync_state`` copies rank 0's batch-norm statistics at its end), and
+    validation scores every crop exactly once between the two ranks."""
     files = face_files(data_dir, 4)
     config = tiny_train_config(epochs=2, iterations=2, batch_size=2)
     with socket.socket() as s:
@@ -309,17 +327,25 @@ def test_two_gloo_processes_train_data_parallel_to_identical_weights(data_dir, t
     torch.multiprocessing.start_processes(_ddp_rank, args=(port, files, config.to_dict(), tmp_path / "run"), nprocs=2,
                                           start_method="fork")  # forked: no second import of torch and timm
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    for key in ranks[0]:  # parameters and batch-norm statistics alike
-        assert torch.equal(ranks[0][key], ranks[1][key]), f"{key} differs between the ranks"
+    parameters = {name for name, _ in build_model(TINY).named_parameters()}
+    for epoch, (zero, one) in enumerate(zip(ranks[0]["before_sync"], ranks[1]["before_sync"], strict=True)):
+        for key in parameters:
+            assert torch.equal(zero[key], one[key]), f"epoch {epoch}: {key} differs between the ranks before the sync"
+        assert any(not torch.equal(zero[k], one[k]) for k in zero if k.endswith("running_mean")), \
+            f"epoch {epoch}: the ranks' batch-norm statistics agree: they did not see different crops"
+    for key in ranks[0]["after"]:  # parameters and batch-norm statistics alike
+        assert torch.equal(ranks[0]["after"][key], ranks[1]["after"][key]), f"{key} differs between the ranks"
     _seed(config.seed, 0, 0)
     initial = build_model(TINY).state_dict()
-    assert not torch.equal(ranks[0]["head.weight"], initial["head.weight"]), "nothing was trained"
+    assert not torch.equal(ranks[0]["after"]["head.weight"], initial["head.weight"]), "nothing was trained"
     saved = read_checkpoint(tmp_path / "run" / "last.pt")
     assert saved["world_size"] == 2 and saved["step"] == 4
-    assert all(torch.equal(saved["state_dict"][k], ranks[0][k]) for k in ranks[0])
+    assert all(torch.equal(saved["state_dict"][k], ranks[0]["after"][k]) for k in ranks[0]["after"])
     # Validation gathered each crop once from the two ranks and scored every video.
+    videos = pd.read_csv(tmp_path / "run" / "best_videos.csv")
     crops = FaceCrops(files)
-    assert saved["metrics"]["val_videos"] == len({crops[i]["video"] for i in range(len(crops))})
+    assert sorted(videos["video"]) == sorted({crops[i]["video"] for i in range(len(crops))})
+    assert videos["crops"].sum() == len(crops), "a crop was validated twice (or missed)"
 
 
 # --- the command line --------------------------------------------------------------------------
