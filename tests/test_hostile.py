@@ -90,10 +90,7 @@ def test_extract_faces_skips_bad_files_and_records_them(corpus, extract_run):
 
 
 @pytest.mark.parametrize("call, named", [
-    pytest.param(os.system, "posix.system", marks=pytest.mark.xfail(strict=True, reason=(
-        "torch 2.14 words this 'unsupported GLOBAL posix.system whose module posix is blocked', which "
-        "training/checkpoint.py's pattern 'Unsupported global: GLOBAL (\\S+)' misses: the file is refused as "
-        "'not a readable checkpoint' instead (a one-line fix of that pattern, owned by the model's developer)"))),
+    (os.system, "posix.system"),
     (exec, "exec"),
 ])
 def test_a_checkpoint_that_runs_code_is_refused(tmp_path, monkeypatch, call, named):

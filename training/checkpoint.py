@@ -58,7 +58,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        unsafe = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(err))
         if unsafe:
             raise CheckpointError(f"{path}: refused: the file holds {unsafe.group(1)}, code that would run on "
                                   "loading; checkpoints may only hold tensors and plain data") from err
