@@ -2,7 +2,7 @@
 
     from kernels.api import load_ensemble, score_videos
 
-    ensemble = load_ensemble(["weights/cpu_demo.pt"])
+    ensemble = load_ensemble(["weights/lite0.pt"])
     scores = score_videos("videos/", ensemble, frames=8, out="runs/nb/submission.csv")
     scores.videos          # one row per video, most fake first (the kernel's detail table + path)
     scores.tracks          # one row per face track: score per model and for the ensemble

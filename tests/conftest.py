@@ -14,6 +14,9 @@ import pytest  # noqa: E402
 
 DATA_ENV = "DEEPFAKE_DATA"
 REPO = Path(__file__).resolve().parents[1]
+#: The earlier demo checkpoint (MobileNetV3, random init, 160 px): a real trained model for tests of the
+#: notebook API, the report and Grad-CAM, where what matters is the mechanics, not the detector.
+DEMO_WEIGHTS = REPO / "tests" / "fixtures" / "cpu_demo.pt"
 
 
 def find_data() -> Path | None:
@@ -117,7 +120,7 @@ def demo_scores(data_dir: Path, tmp_path_factory):
     folder = link_tree(data_dir / "dfdc_face_crops", tmp_path_factory.mktemp("demo") / "videos",
                        [Path(c).relative_to("dfdc_face_crops") for c in DEMO_CLIPS])
     (folder / "broken.mp4").write_bytes(b"\x00" * 100)
-    ensemble = load_ensemble([REPO / "weights" / "cpu_demo.pt"], precision="fp32")
+    ensemble = load_ensemble([DEMO_WEIGHTS], precision="fp32")
     out = folder.parent / "out" / "submission.csv"
     return score_videos(folder, ensemble, out, frames=3, workers=0, strategy="confident"), ensemble, folder, out
 

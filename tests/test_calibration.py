@@ -16,6 +16,7 @@ from kernels.aggregate import aggregate
 from kernels.ensemble import Ensemble
 from training.calibration import Calibration, fit, logit
 from training.checkpoint import CheckpointError, amend_checkpoint, load_model, read_checkpoint
+from training.checkpoint import main as checkpoint_main
 from training.engine import label_metrics
 from training.strict import ConfigError
 
@@ -159,3 +160,15 @@ def test_calibration_command_mistakes_are_one_line_and_write_nothing(tmp_path, c
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and re.search(message, errors[0])
     assert not list((tmp_path / "cv").glob("calibration_*.json"))
+
+
+def test_a_shipped_copy_drops_the_resume_state_and_keeps_the_model_and_its_calibration(calibrated, tmp_path, caplog):
+    amend_checkpoint(calibrated, optimizer={"state": {}, "param_groups": []}, history=[{"epoch": 0}], epoch=3)
+    assert checkpoint_main([str(calibrated), str(tmp_path / "shipped.pt")]) == 0
+    shipped = read_checkpoint(tmp_path / "shipped.pt")
+    assert "optimizer" not in shipped and "history" not in shipped and shipped["epoch"] == 3
+    original, copy = load_model(calibrated), load_model(tmp_path / "shipped.pt")
+    assert copy.calibration == original.calibration
+    assert all(torch.equal(copy.state_dict()[k], v) for k, v in original.state_dict().items())
+    assert checkpoint_main([str(tmp_path / "missing.pt"), str(tmp_path / "out.pt")]) == 2
+    assert f"{tmp_path / 'missing.pt'}: no such checkpoint file" in caplog.text and not (tmp_path / "out.pt").exists()

@@ -1,6 +1,4 @@
 """Grad-CAM: equal to the class activation map where theory says so, mapped back onto the crop."""
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pandas as pd
@@ -10,11 +8,11 @@ from skimage import data
 
 from kernels.gradcam import gradcam, mask_shares, overlay, share_inside, unpad
 from preprocessing.geometry import resize_and_pad
+from tests.conftest import DEMO_WEIGHTS
 from training.checkpoint import load_model
 from training.zoo import ModelConfig, build_model, to_batch
 
 FACE = data.astronaut()[40:260, 130:330]  # 220 x 200 RGB
-DEMO = Path(__file__).resolve().parents[1] / "weights" / "cpu_demo.pt"  # wherever pytest runs from
 
 
 @pytest.mark.parametrize("height, width", [(100, 50), (50, 100), (64, 64), (37, 91), (220, 200)])
@@ -48,7 +46,7 @@ def test_gradcam_equals_the_class_activation_map_for_pooling_and_a_linear_head(e
 
 
 def test_gradcam_runs_through_mobilenetv3s_head_convolution_and_overlays():
-    model = load_model(DEMO, "cpu")  # mobilenetv3_small_100: conv_head after pooling
+    model = load_model(DEMO_WEIGHTS, "cpu")  # mobilenetv3_small_100: conv_head after pooling
     heat, probs = gradcam(model, [FACE])
     assert heat[0].shape == FACE.shape[:2] and 0 <= heat[0].min() and heat[0].max() == pytest.approx(1.0)
     assert heat[0].std() > 0.05  # a map with a place, not a constant
@@ -60,9 +58,9 @@ def test_gradcam_runs_through_mobilenetv3s_head_convolution_and_overlays():
 
 def test_gradcam_works_on_weights_laid_out_under_inference_mode():
     """The kernel's bf16 probe converts models to channels_last inside torch.inference_mode."""
-    plain = load_model(DEMO, "cpu")
+    plain = load_model(DEMO_WEIGHTS, "cpu")
     with torch.inference_mode():
-        touched = load_model(DEMO, "cpu").to(memory_format=torch.channels_last)
+        touched = load_model(DEMO_WEIGHTS, "cpu").to(memory_format=torch.channels_last)
     (expected,), _ = gradcam(plain, [FACE])
     (heat,), _ = gradcam(touched, [FACE])
     np.testing.assert_allclose(heat, expected, atol=1e-4)
@@ -81,7 +79,7 @@ def test_share_inside(heat, mask, expected):
 def test_mask_shares_covers_every_masked_fake_crop(prepared_dir):
     crops = pd.read_csv(prepared_dir / "crops.csv", keep_default_na=False)
     masked = crops[(crops["label"] == 1) & (crops["mask"] != "")]
-    model = load_model(DEMO, "cpu")
+    model = load_model(DEMO_WEIGHTS, "cpu")
     shares = mask_shares(prepared_dir, model)
     assert len(shares) == len(masked) > 0
     assert set(shares["method"]) == {"Deepfakes", "FaceSwap", "NeuralTextures"}

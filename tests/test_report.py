@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from kernels import plots, report
+from tests.conftest import DEMO_WEIGHTS
 
 FAKE, REAL = "FAKE/0_aaqaifqrwn.mp4_0_0.mp4", "REAL/0_aayrffkzxn.mp4_0_0.mp4"
 PNG = b"\x89PNG\r\n\x1a\n"
-REPO = Path(__file__).resolve().parents[1]
 
 
 class Page(HTMLParser):
@@ -114,7 +114,7 @@ def test_cli_writes_a_self_contained_page_and_its_config(demo_scores, tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text(f"filename,label\n{FAKE},FAKE\n{REAL},REAL\nbroken.mp4,FAKE\n")
     out = tmp_path / "report"
-    assert report.main(["--videos", str(folder), "--out", str(out), "--weights", str(REPO / "weights" / "cpu_demo.pt"),
+    assert report.main(["--videos", str(folder), "--out", str(out), "--weights", str(DEMO_WEIGHTS),
                         "--frames", "2", "--workers", "0", "--precision", "fp32", "--labels", str(labels), "--no-gradcam"]) == 0
     text = (out / "report.html").read_text()
     assert "src=\"http" not in text and "<script" not in text  # nothing fetched when opened

@@ -11,9 +11,12 @@ its weights with ``strict=True`` (a renamed layer is an error, never a silently 
 """
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import pickle
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,14 @@ import torch
 from torch import nn
 
 from preprocessing.fileio import atomic_write
+from preprocessing.logs import configure_logging
 
 from .calibration import Calibration
 from .statedict import weights_mismatch
 from .strict import ConfigError
 from .zoo import DeepfakeClassifier, ModelConfig, build_model
+
+log = logging.getLogger("training.checkpoint")
 
 FORMAT = "deepfake-detector"
 VERSION = 1
@@ -101,6 +107,39 @@ def amend_checkpoint(path: str | os.PathLike, **entries: Any) -> None:
         torch.save({**payload, **entries}, f)
 
 
+#: What a shipped checkpoint keeps: everything but the state a resumed run needs.
+SHIPPED = ("format", "version", "model", "state_dict", "epoch", "metrics", "train", "calibration")
+
+
+def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy the checkpoint ``source`` to ``target`` without its resume state (optimizer, scheduler,
+    history...), atomically: a training run's ``last.pt`` made into the file to ship."""
+    load_model(source)  # it must be a model that loads, not only a readable file
+    payload = read_checkpoint(source)
+    with atomic_write(target, "wb") as f:
+        torch.save({key: payload[key] for key in SHIPPED if key in payload}, f)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.checkpoint", description=(
+        "Copy a checkpoint without its resume state (optimizer, scheduler, history): the file to ship."))
+    parser.add_argument("source", type=Path, help="a checkpoint (e.g. runs/NAME/last.pt)")
+    parser.add_argument("target", type=Path, help="where to write the checkpoint to ship (e.g. weights/NAME.pt)")
+    args = parser.parse_args(argv)
+    configure_logging(False)
+    try:
+        export_checkpoint(args.source, args.target)
+    except CheckpointError as err:
+        log.error("%s", err)
+        return 2
+    log.info("wrote %s (%.1f MB)", args.target, args.target.stat().st_size / 1e6)
+    return 0
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
