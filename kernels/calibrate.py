@@ -7,7 +7,8 @@ Reads ``crops.csv`` of a ``python -m training.crossval`` run: every video scored
 never saw its identity. Each video's score is made by the kernel's frame -> video rule
 (``--strategy``), then a temperature, and a bias where it pays, is fitted (real and fake videos
 weighing half each). How much it helps is measured honestly, by cross-fitting: each fold's videos are
-calibrated by a fit on the other folds' videos. The fit on all videos is written into every
+calibrated by a fit on the other folds' videos; the kind of fit that does best there is the one stored
+(none, where neither beats the raw scores). The fit on all videos is written into every
 ``--into`` checkpoint (its ``calibration`` entry), which the kernel then applies before the ensemble
 mean and the clipping; ``OUT/calibration_<config>.json`` records the numbers.
 """
@@ -65,7 +66,8 @@ def _metrics(labels, probs) -> dict[str, float]:
 def calibrate(crossval_dir: Path, config: str, checkpoint: str = "last",
               strategy: str = "confident") -> tuple[calibration.Calibration, dict]:
     """The calibration fitted on all out-of-fold videos of ``config``'s ``checkpoint``, and the report:
-    cross-fitted metrics of the raw scores, with a temperature, and with a temperature and a bias."""
+    cross-fitted metrics of the raw scores, with a temperature, and with a temperature and a bias. The
+    fit is of the kind whose cross-fitted log-loss is lowest: the identity where calibrating does not pay."""
     path = crossval_dir / "crops.csv"
     if not path.is_file():
         raise CalibrationError(f"{path}: missing (run python -m training.crossval first)")
@@ -81,13 +83,14 @@ def calibrate(crossval_dir: Path, config: str, checkpoint: str = "last",
     videos["temperature_bias"] = cross_fitted(videos, bias=True)
     rows = {name: _metrics(videos.label, np.clip(videos[column], 1e-6, 1 - 1e-6))
             for name, column in (("raw", "prob"), ("temperature", "temperature"), ("temperature_bias", "temperature_bias"))}
-    with_bias = rows["temperature_bias"]["logloss_balanced"] < rows["temperature"]["logloss_balanced"]
-    fitted = calibration.fit(videos.label, videos.prob, bias=with_bias, strategy=strategy)
+    chosen = min(rows, key=lambda name: rows[name]["logloss_balanced"])  # what pays on videos the fit never saw
+    fitted = calibration.Calibration(strategy=strategy) if chosen == "raw" else \
+        calibration.fit(videos.label, videos.prob, bias=chosen == "temperature_bias", strategy=strategy)
     per_fold = {str(fold): {name: label_metrics(part.label, np.clip(part[column], 1e-6, 1 - 1e-6))["logloss"]
-                            for name, column in (("raw", "prob"), ("calibrated", "temperature_bias" if with_bias else "temperature"))}
+                            for name, column in (("raw", "prob"), ("calibrated", "prob" if chosen == "raw" else chosen))}
                 for fold, part in videos.groupby("fold")}
     report = {"config": config, "checkpoint": checkpoint, "strategy": strategy, "videos": len(videos),
-              "cross_fitted": rows, "per_fold_balanced_logloss": per_fold, "bias": with_bias,
+              "cross_fitted": rows, "per_fold_balanced_logloss": per_fold, "chosen": chosen,
               "calibration": fitted.to_dict()}
     return fitted, report
 

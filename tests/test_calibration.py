@@ -172,3 +172,17 @@ def test_a_shipped_copy_drops_the_resume_state_and_keeps_the_model_and_its_calib
     assert all(torch.equal(copy.state_dict()[k], v) for k, v in original.state_dict().items())
     assert checkpoint_main([str(tmp_path / "missing.pt"), str(tmp_path / "out.pt")]) == 2
     assert f"{tmp_path / 'missing.pt'}: no such checkpoint file" in caplog.text and not (tmp_path / "out.pt").exists()
+
+
+def test_where_calibrating_does_not_pay_out_of_fold_nothing_is_stored(checkpoint, tmp_path):
+    """Fold 0 overconfident, fold 1 underconfident: each fold's fit makes the other worse."""
+    z, labels = sample(200, seed=5)
+    rows = [{"config": "demo", "checkpoint": "last", "fold": v % 2, "video": f"v{v:03d}", "frame": 0, "track": 0,
+             "label": labels[v], "prob": sigmoid(z[v] * (3.0 if v % 2 == 0 else 1 / 3))} for v in range(200)]
+    (tmp_path / "cv").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "cv" / "crops.csv", index=False)
+    fitted, report = calibrate.calibrate(tmp_path / "cv", "demo")
+    assert report["chosen"] == "raw" and fitted == Calibration(strategy="confident")
+    rows = report["cross_fitted"]
+    assert rows["raw"]["logloss_balanced"] < min(rows["temperature"]["logloss_balanced"],
+                                                 rows["temperature_bias"]["logloss_balanced"])

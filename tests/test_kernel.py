@@ -366,11 +366,11 @@ def test_a_video_that_does_not_finish_in_time_gets_an_error_and_the_run_goes_on(
 
 
 def test_the_main_job_runs_on_its_embedded_default(tmp_path, monkeypatch):
-    """`python -m kernels.predict` with no arguments: the rendered sample and the shipped demo weights."""
+    """`python -m kernels.predict` with no arguments: the rendered sample and the shipped default weights."""
     monkeypatch.chdir(tmp_path)
     assert predict.main(["--frames", "4", "--workers", "0"]) == 0
     details = pd.read_csv(tmp_path / "submission" / "submission_details.csv").set_index("filename")
     assert details.index.tolist() == ["astronaut.mp4", "astronaut_pair.mp4"]
     assert (details["status"] == "ok").all() and details["tracks"].tolist() == [1, 2]
-    assert "score_cpu_demo" in details  # the shipped checkpoint was used
+    assert "score_lite0" in details  # the shipped checkpoint was used
     assert read_submission(tmp_path / "submission" / "submission.csv")["label"].between(0.01, 0.99).all()
