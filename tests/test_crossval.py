@@ -72,7 +72,7 @@ def test_every_video_is_scored_once_per_config_by_its_folds_run(prepared_dir, tm
     assert np.allclose(videos.set_index(["config", "checkpoint", "video"]).prob, means[videos.set_index(
         ["config", "checkpoint", "video"]).index], atol=1e-9)
     # methods.csv: one method's fakes against every real video, as sklearn computes it
-    methods = pd.read_csv(out / "methods.csv").set_index(["config", "checkpoint", "group"])
+    methods = pd.read_csv(out / "methods.csv").set_index(["config", "checkpoint", "group"]).sort_index()
     row = methods.loc[("plain", "best", "ffpp FaceSwap vs all reals")]
     chosen = pooled_of(videos, "plain", "best").join(prepared[["method"]], on="video")
     chosen = chosen[(chosen.label == 0) | (chosen.method == "FaceSwap")]

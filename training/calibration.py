@@ -60,9 +60,9 @@ class Calibration:
 
 
 def fit(labels: Sequence[int], probs: Sequence[float], bias: bool = True, strategy: str | None = None) -> Calibration:
-    """The temperature (and, with ``bias``, the bias) that minimise the log-loss (real and fake weighing half each) of
-    ``probs`` against 0/1 ``labels``; never worse there than the identity, which is returned when
-    both classes are not present."""
+    """The temperature (and, with ``bias``, the bias) that minimise the log-loss of ``probs`` against
+    0/1 ``labels``, real and fake weighing half each; never worse there than the identity, which is
+    returned when both classes are not present."""
     labels = np.asarray(labels, int)
     z = logit(probs)
     if len(set(labels.tolist())) < 2:
@@ -74,7 +74,6 @@ def fit(labels: Sequence[int], probs: Sequence[float], bias: bool = True, strate
         scaled = z * np.exp(params[0]) + (params[1] if bias else 0.0)
         return float(np.sum(weights * np.logaddexp(0.0, np.where(labels == 1, -scaled, scaled))))
 
+    # a descent from the identity (0, 0): it never ends at a higher loss than where it started
     result = minimize(loss, np.zeros(2), method="L-BFGS-B", bounds=[_SHARPEN, _BIAS if bias else (0.0, 0.0)])
-    fitted = Calibration(float(np.exp(-result.x[0])), float(result.x[1]) if bias else 0.0, strategy)
-    identity = Calibration(strategy=strategy)
-    return fitted if loss(result.x) < loss(np.zeros(2)) else identity
+    return Calibration(float(np.exp(-result.x[0])), float(result.x[1]) if bias else 0.0, strategy)
