@@ -153,7 +153,8 @@ def index_folder(root: str | Path, labels_csv: str | Path | None = None) -> Inde
     root = Path(root).resolve()
     labels_csv = Path(labels_csv) if labels_csv else root / "labels.csv"
     if not labels_csv.is_file():
-        raise FileNotFoundError(f"{labels_csv}: no such labels file (columns path,label[,original][,group])")
+        raise FileNotFoundError(f"{labels_csv}: no such labels file "
+                                f"(columns {', '.join(FOLDER_COLUMNS)}; path and label required)")
     table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
     missing = [c for c in ("path", "label") if c not in table.columns]
     if missing:
