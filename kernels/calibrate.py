@@ -57,7 +57,9 @@ def cross_fitted(videos: pd.DataFrame, bias: bool) -> np.ndarray:
 
 
 def _metrics(labels, probs) -> dict[str, float]:
-    """Log-loss both ways (the mean of the real and the fake videos' log-losses; plain, over videos) and AUC."""
+    """Log-loss both ways (the mean of the real and the fake videos' log-losses; plain, over videos) and
+    AUC, of probabilities kept 1e-6 from 0 and 1."""
+    probs = np.clip(probs, 1e-6, 1 - 1e-6)
     metrics = label_metrics(labels, probs)
     plain = -np.mean(np.where(np.asarray(labels) == 1, np.log(probs), np.log1p(-np.asarray(probs))))
     return {"logloss_balanced": metrics["logloss"], "logloss_plain": float(plain), "auc": metrics["auc"]}
@@ -72,21 +74,21 @@ def calibrate(crossval_dir: Path, config: str, checkpoint: str = "last",
     if not path.is_file():
         raise CalibrationError(f"{path}: missing (run python -m training.crossval first)")
     crops = pd.read_csv(path, dtype={"video": str})
-    chosen = crops[(crops.config == config) & (crops.checkpoint == checkpoint)]
-    if chosen.empty:
+    selected = crops[(crops.config == config) & (crops.checkpoint == checkpoint)]
+    if selected.empty:
         pairs = sorted(set(zip(crops.config, crops.checkpoint)))
         raise CalibrationError(f"{path}: no crops of config {config!r}, checkpoint {checkpoint!r}; it holds {pairs}")
-    videos = video_scores(chosen, strategy)
+    videos = video_scores(selected, strategy)
     if videos.fold.nunique() < 2:
         raise CalibrationError(f"{path}: config {config!r} was scored on one fold; cross-fitting needs two or more")
     videos["temperature"] = cross_fitted(videos, bias=False)
     videos["temperature_bias"] = cross_fitted(videos, bias=True)
-    rows = {name: _metrics(videos.label, np.clip(videos[column], 1e-6, 1 - 1e-6))
+    rows = {name: _metrics(videos.label, videos[column])
             for name, column in (("raw", "prob"), ("temperature", "temperature"), ("temperature_bias", "temperature_bias"))}
     chosen = min(rows, key=lambda name: rows[name]["logloss_balanced"])  # what pays on videos the fit never saw
     fitted = calibration.Calibration(strategy=strategy) if chosen == "raw" else \
         calibration.fit(videos.label, videos.prob, bias=chosen == "temperature_bias", strategy=strategy)
-    per_fold = {str(fold): {name: label_metrics(part.label, np.clip(part[column], 1e-6, 1 - 1e-6))["logloss"]
+    per_fold = {str(fold): {name: _metrics(part.label, part[column])["logloss_balanced"]
                             for name, column in (("raw", "prob"), ("calibrated", "prob" if chosen == "raw" else chosen))}
                 for fold, part in videos.groupby("fold")}
     report = {"config": config, "checkpoint": checkpoint, "strategy": strategy, "videos": len(videos),

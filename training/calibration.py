@@ -47,10 +47,6 @@ class Calibration:
         out = 1 / (1 + np.exp(-(logit(probs) / self.temperature + self.bias)))
         return float(out) if np.ndim(out) == 0 else out
 
-    @property
-    def identity(self) -> bool:
-        return self.temperature == 1.0 and self.bias == 0.0
-
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "Calibration":
         return cls(**strict_fields(cls, values or {}, "calibration"))

@@ -52,8 +52,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     model = unwrap(model)
     payload = {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(),
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, **extra}
-    with atomic_write(path, "wb") as f:
-        torch.save(payload, f)
+    _write(path, payload)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -83,7 +82,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> DeepfakeClassifier:
     """Rebuild the model a checkpoint describes and load its weights strictly, in eval mode."""
-    payload = read_checkpoint(path)
+    return _model(read_checkpoint(path), path).to(device).eval()
+
+
+def _model(payload: dict[str, Any], path: str | os.PathLike) -> DeepfakeClassifier:
+    """The model of the checkpoint ``payload`` read from ``path``, its weights and calibration loaded."""
     try:
         model = build_model(ModelConfig.from_dict(payload["model"]))
     except ConfigError as err:
@@ -97,14 +100,18 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> D
         model.calibration = Calibration.from_dict(payload.get("calibration"))
     except (ConfigError, TypeError) as err:
         raise CheckpointError(f"{path}: {err}") from err
-    return model.to(device).eval()
+    return model
 
 
 def amend_checkpoint(path: str | os.PathLike, **entries: Any) -> None:
     """Set ``entries`` (``calibration=...``) in the checkpoint at ``path``, keeping everything else; atomically."""
-    payload = read_checkpoint(path)
+    _write(path, {**read_checkpoint(path), **entries})
+
+
+def _write(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """``torch.save`` a checkpoint dict, atomically."""
     with atomic_write(path, "wb") as f:
-        torch.save({**payload, **entries}, f)
+        torch.save(payload, f)
 
 
 #: What a shipped checkpoint keeps: everything but the state a resumed run needs.
@@ -114,10 +121,9 @@ SHIPPED = ("format", "version", "model", "state_dict", "epoch", "metrics", "trai
 def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> None:
     """Copy the checkpoint ``source`` to ``target`` without its resume state (optimizer, scheduler,
     history...), atomically: a training run's ``last.pt`` made into the file to ship."""
-    load_model(source)  # it must be a model that loads, not only a readable file
     payload = read_checkpoint(source)
-    with atomic_write(target, "wb") as f:
-        torch.save({key: payload[key] for key in SHIPPED if key in payload}, f)
+    _model(payload, source)  # it must be a model that loads, not only a readable file
+    _write(target, {key: payload[key] for key in SHIPPED if key in payload})
 
 
 def main(argv: list[str] | None = None) -> int:
