@@ -121,8 +121,8 @@ def test_a_killed_worker_is_retried_and_every_video_scored_once(embedded, folder
 
 
 def test_a_deadline_on_ray_returns_on_time_with_a_complete_submission(embedded, data_dir, folder, ensemble, tmp_path):
-    videos = link_tree(folder, tmp_path / "videos", [f.name for f in folder.iterdir()])
-    for i in range(6):  # more work than the deadline allows
+    videos = link_tree(data_dir, tmp_path / "videos", CLIPS)
+    for i in range(7):  # more work than the deadline allows
         (videos / f"copy{i}.mp4").symlink_to(data_dir / CLIPS[0])
     out = tmp_path / "submission.csv"
     deadline, started = 6.0, time.monotonic()
@@ -136,15 +136,22 @@ def test_a_deadline_on_ray_returns_on_time_with_a_complete_submission(embedded, 
 
 
 def test_prepare_on_ray_equals_the_local_preparation(embedded, data_dir, prepared_dir, tmp_path):
+    """The tables equal after sorting, the crops and masks byte for byte. Landmarks may differ by one
+    step of their rounding (0.01 px): MTCNN's last digit depends on torch's thread count, two in the
+    local reference (``workers=0``), one in a Ray task."""
     root = link_tree(data_dir / "ffpp", tmp_path / "ffpp", PREPARED_CLIPS)
     out = tmp_path / "prepared"
     prepare(PrepareConfig("ffpp", str(root), str(out), frames=2, folds=2, engine="ray", workers=2))
     for table in ("videos.csv", "crops.csv"):
-        ours, local = (pd.read_csv(folder / table) for folder in (out, prepared_dir))
-        if "path" in ours:  # absolute paths under each run's root
-            ours["path"], local["path"] = (t["path"].map(lambda p: Path(p).name) for t in (ours, local))
-        ours, local = (t.sort_values(list(t.columns)).reset_index(drop=True) for t in (ours, local))
-        assert ours.to_csv(index=False) == local.to_csv(index=False), table
+        ours, local = (pd.read_csv(folder / table, keep_default_na=False) for folder in (out, prepared_dir))
+        if table == "videos.csv":  # absolute paths under each run's root
+            ours["path"], local["path"] = (t["path"].map(lambda p: Path(p).relative_to(r).as_posix())
+                                           for t, r in ((ours, root), (local, prepared_dir.parent / "ffpp")))
+        ours, local = (t.sort_values(["video", "crop"][:1 + (table == "crops.csv")]).reset_index(drop=True)
+                       for t in (ours, local))
+        pd.testing.assert_frame_equal(ours, local, check_exact=False, atol=0.0101, rtol=0)
+        exact = [c for c in ours.columns if not c.startswith("lm")]
+        assert ours[exact].to_csv(index=False) == local[exact].to_csv(index=False), table
     crops = sorted(p.relative_to(out) for p in (out / "crops").rglob("*.png"))
     assert crops == sorted(p.relative_to(prepared_dir) for p in (prepared_dir / "crops").rglob("*.png"))
     assert len(crops) > 10
