@@ -23,7 +23,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
 
     ``address`` None starts Ray embedded with ``num_cpus`` CPUs, its sockets on 127.0.0.1 (Ray
     otherwise binds the network interface), ignoring any cluster a crashed run left recorded in
-    ``/tmp/ray``. ``auto`` or ``HOST:PORT`` joins a running cluster (``ray start --head``). A
+    ``/tmp/ray``. ``auto`` or ``HOST:PORT`` joins a running cluster (``ray start --head``; one on
+    127.0.0.1, as simulated in the tests, is joined on 127.0.0.1 too). A
     session this process already started (a test's, a notebook's) is used as it is and left running.
     """
     import ray
@@ -33,8 +34,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         return
     options = dict(logging_level=logging.WARNING, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     with contextlib.ExitStack() as stack:
-        if address is None:
+        if address is None or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost"):
             stack.enter_context(_on_loopback())
+        if address is None:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
         else:
             ray.init(address=address, **options)
