@@ -8,19 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import ray
 
 from kernels import predict
 from kernels.ensemble import Ensemble
 from preprocessing.cluster import ray_session
 from preprocessing.prepare import PrepareConfig, prepare
 from submission.io import read_submission, videos_in
+from tests.test_kernel import CLIPS
 from tests.conftest import PREPARED_CLIPS, link_tree
 
-ray = pytest.importorskip("ray")
-
-CLIPS = ["ffpp/original_sequences/youtube/c40/videos/183.mp4",
-         "ffpp/manipulated_sequences/Deepfakes/c40/videos/183_253.mp4",
-         "ffpp/original_sequences/youtube/c40/videos/469.mp4"]
 FRAMES = 2
 
 

@@ -3,18 +3,15 @@ removed mid-run, every video still scored once."""
 from pathlib import Path
 
 import pytest
+import ray
+from ray.cluster_utils import Cluster
 
 from kernels import predict
 from kernels.ensemble import Ensemble
 from preprocessing.cluster import ray_session
 from submission.io import read_submission, videos_in
+from tests.test_kernel import CLIPS
 
-ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
-
-CLIPS = ["ffpp/original_sequences/youtube/c40/videos/183.mp4",
-         "ffpp/manipulated_sequences/Deepfakes/c40/videos/183_253.mp4",
-         "ffpp/original_sequences/youtube/c40/videos/469.mp4"]
 
 
 @pytest.fixture(scope="module")
