@@ -15,8 +15,8 @@ from kernels.ensemble import Ensemble
 from preprocessing.cluster import ray_session
 from preprocessing.prepare import PrepareConfig, prepare
 from submission.io import read_submission, videos_in
-from tests.test_kernel import CLIPS
 from tests.conftest import PREPARED_CLIPS, link_tree
+from tests.test_kernel import CLIPS
 
 FRAMES = 2
 
