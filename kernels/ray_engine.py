@@ -65,7 +65,8 @@ class _Scorer:
 def _scorers(ensemble: Ensemble, gpus: int) -> list:
     """The model replicas for ``ensemble`` in this Ray session: one per GPU, else one per node."""
     count = gpus or sum(node["Alive"] for node in ray.nodes())
-    key = (ray.get_runtime_context().get_job_id(), tuple(ensemble.paths), tuple(ensemble.weights.tolist()),
+    context = ray.get_runtime_context()  # the driver's node and job: this session alone
+    key = (context.get_node_id(), context.get_job_id(), tuple(ensemble.paths), tuple(ensemble.weights.tolist()),
            ensemble.precision, ensemble.batch_size, count)
     if key not in _replicas:
         _replicas[key] = [_Scorer.options(num_cpus=0, num_gpus=int(gpus > 0), scheduling_strategy="SPREAD").remote(

@@ -81,13 +81,22 @@ def test_ray_run_equals_the_local_run(embedded, folder, ensemble, local, tmp_pat
     assert details.set_index("filename").loc["broken.mp4", "reason"].startswith("not a readable video")
 
 
+def parent(pid: int) -> int:
+    return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def detection_workers() -> list[int]:
-    """Pids of the Ray workers running a detection task now (their process title names the task)."""
+    """Pids of this session's Ray workers running a detection task now (their process title names the
+    task; embedded Ray's processes descend from this one)."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::_detect"):
-                pids.append(int(entry.name))
+                ancestor = int(entry.name)
+                while ancestor > 1 and ancestor != os.getpid():
+                    ancestor = parent(ancestor)
+                if ancestor == os.getpid():
+                    pids.append(int(entry.name))
         except OSError:
             continue
     return pids
