@@ -74,6 +74,14 @@ def _scorers(ensemble: Ensemble, gpus: int) -> list:
     return _replicas[key]
 
 
+def _reason(err: Exception) -> str:
+    """``failed on Ray: <cause>: <its first line>``, through the task errors that wrap the cause."""
+    while isinstance(err, ray.exceptions.RayTaskError) and getattr(err, "cause", None) is not None:
+        err = err.cause
+    first = next(iter(str(err).strip().splitlines()), "")
+    return f"failed on Ray: {type(err).__name__}" + (f": {first}" if first else "")
+
+
 def _failed(filename: str, frames: int, reason: str, ensemble: Ensemble) -> tuple[VideoFaces, dict]:
     faces = VideoFaces(filename, frames, error=reason)
     return faces, score_faces(faces, ensemble, 0.0)
@@ -120,9 +128,7 @@ def scored_on_ray(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, plan_f
                     try:
                         faces, record = ray.get(ref)
                     except ray.exceptions.RayError as err:  # retries spent, or an error outside the video
-                        cause = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                        faces, record = _failed(filename, frames, f"failed on Ray: {type(err).__name__}: {cause}",
-                                                ensemble)
+                        faces, record = _failed(filename, frames, _reason(err), ensemble)
                     record["seconds"] = round(time.monotonic() - last, 3)
                     yield faces, record
                     last = time.monotonic()
