@@ -26,11 +26,16 @@ def embedded():
     """Ray embedded with 2 CPUs for this module, started although a crashed run left a dead cluster
     recorded in /tmp/ray (unless a live session is recorded there, which is left alone)."""
     record = Path("/tmp/ray/ray_current_cluster")
-    if not record.exists():
+    stale = not record.exists()
+    if stale:
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text("127.0.0.1:1")  # nothing listens on port 1
-    with ray_session(num_cpus=2) as session:
-        yield session
+    try:
+        with ray_session(num_cpus=2) as session:
+            yield session
+    finally:
+        if stale:
+            record.unlink(missing_ok=True)
     assert not ray.is_initialized()
 
 
