@@ -94,7 +94,8 @@ def scored_on_ray(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, plan_f
 
     ``plan_frames`` and ``remaining`` as for :func:`kernels.pipeline.iterate_faces`. Embedded Ray
     gets ``settings.workers`` CPUs, one detection task each; ``settings.address`` joins a cluster
-    instead, with a detection task per CPU. ``record["seconds"]`` is the wall time since the previous video finished.
+    instead, with a detection task per CPU. ``record["seconds"]`` is the wall time since the
+    previous video finished.
     """
     detector = {**settings.detector, "device": "cpu"}
     with ray_session(settings.address, num_cpus=max(settings.workers, 1)):
