@@ -13,7 +13,8 @@ import ray
 from kernels import predict
 from kernels.ensemble import Ensemble
 from preprocessing.cluster import ray_session
-from preprocessing.prepare import PrepareConfig, prepare
+from preprocessing.prepare import PrepareConfig, Task, prepare
+from preprocessing.ray_prepare import groups
 from submission.io import read_submission, videos_in
 from tests.conftest import PREPARED_CLIPS, link_tree
 from tests.test_kernel import CLIPS
@@ -170,3 +171,11 @@ def test_prepare_on_ray_equals_the_local_preparation(embedded, data_dir, prepare
     assert len(crops) > 10
     for crop in crops:
         assert (out / crop).read_bytes() == (prepared_dir / crop).read_bytes(), crop
+
+
+def test_a_preparation_task_is_an_original_then_its_fakes():
+    """Fakes read their original's boxes: they must run after it, in its task; a fake whose original
+    was prepared by an earlier run is a task of its own."""
+    a, b, alone = Task("a", "a.mp4", ""), Task("b", "b.mp4", ""), Task("x", "x.mp4", "")
+    a1, a2, b1, c1 = (Task(f"{o}{i}", f"{o}{i}.mp4", o) for o, i in (("a", 1), ("a", 2), ("b", 1), ("c", 1)))
+    assert groups([[a, b, alone], [a1, b1, a2, c1]]) == [[a, a1, a2], [b, b1], [alone], [c1]]
