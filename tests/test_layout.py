@@ -43,3 +43,18 @@ def test_imports_flow_one_way(room):
 
 def test_the_import_checker_sees_imports():
     assert imported_rooms(REPO / "tests" / "test_faces.py") >= {"preprocessing"}
+
+
+def test_no_module_switches_matplotlibs_backend():
+    """Importing every room leaves a notebook's matplotlib backend alone (figures are built without pyplot)."""
+    import subprocess
+    import sys
+    code = ("import matplotlib; matplotlib.use('svg'); import importlib, pathlib\n"
+            f"for path in sorted(pathlib.Path({str(REPO)!r}).glob('*/*.py')):\n"
+            f"    if path.parent.name in {ROOMS!r} and path.stem != '__main__':\n"
+            "        importlib.import_module(f'{path.parent.name}.{path.stem}')\n"
+            "print(matplotlib.get_backend())")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={**__import__("os").environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "svg"

@@ -26,7 +26,7 @@ import random
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -214,17 +214,38 @@ def make_datasets(root: str | os.PathLike, fold: int | None, config: RunConfig) 
     return train, CropDataset(root, config.model, fold, train=False)
 
 
-def load_config(path: str | os.PathLike) -> RunConfig:
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a JSON config file; unknown keys and impossible values raise :class:`ConfigError` naming the file.
 
     A config may extend another: ``"base": "other.json"`` (relative to the config's folder) takes
-    that config, then the keys of each section given here replace the base's keys of that section."""
+    that config, then the keys of each section given here replace the base's keys of that section.
+    ``overrides`` (``SECTION.KEY=VALUE``, ``VALUE`` read as JSON, else as a string) replace keys last."""
     path = Path(path)
     values = _layers(path, ())
+    for override in overrides:
+        _override(values, override)
     try:
         return RunConfig.from_dict(values)
     except (ConfigError, TypeError) as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{path}{' with ' + ' '.join(overrides) if overrides else ''}: {err}") from None
+
+
+def _override(values: dict[str, Any], override: str) -> None:
+    """Set one ``SECTION.KEY[.SUBKEY...]=VALUE`` in the config ``values``, in place."""
+    dotted, sep, text = override.partition("=")
+    keys = dotted.split(".")
+    if not sep or len(keys) < 2 or not all(keys):
+        raise ConfigError(f"--set {override!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=2")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    node = values
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {override!r}: {key!r} holds a value, not a section")
+    node[keys[-1]] = value
 
 
 def _layers(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
@@ -330,7 +351,7 @@ def fit(
                 _save_epoch(out, evaluated, model if ema is not None else None, row, history, videos,
                             is_best=row["val_logloss"] < best_before, cfg=cfg, step=step, world_size=ctx.world_size,
                             optimizer=optimizer, scheduler=scheduler, scaler=scaler)
-                logger.info("epoch %d: lr %.3g, train loss %.4f, val log-loss %.4f (real %.4f, fake %.4f), AUC %.3f, "
+                logger.info("epoch %d: lr %.3g, train loss %.4f, val balanced log-loss %.4f (real %.4f, fake %.4f), AUC %.3f, "
                             "%.1f images/s%s", epoch, lr, row["train_loss"], row["val_logloss"],
                             row["val_logloss_real"], row["val_logloss_fake"], row["val_auc"], row["images_per_s"],
                             " (best)" if row["val_logloss"] < best_before else "")
@@ -496,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a deepfake classifier on one fold of prepared crops (run under torchrun for several GPUs).")
     parser.add_argument("--config", required=True, help="JSON config with 'model', 'train' and 'data' sections "
                         "(see training/configs/)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                        help="override a config key, validated like the file (VALUE is JSON, else a string); "
+                        "repeatable, e.g. --set train.epochs=2 --set data.mixup=0.5")
     parser.add_argument("--data", required=True, help="folder written by python -m preprocessing.prepare")
     parser.add_argument("--fold", required=True, type=_fold,
                         help="the fold to validate on; the others train ('all': train on every fold, no validation)")
@@ -522,10 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     out = Path(args.out or Path("runs") / f"{Path(args.config).stem}-fold{'all' if args.fold is None else args.fold}")
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, args.overrides)
         train_set, val_set = make_datasets(args.data, args.fold, config)
         info = {"data": {"folder": str(Path(args.data).resolve()), "fold": args.fold, **config.data.to_dict()},
-                "config_file": str(args.config)}
+                "config_file": str(args.config), "overrides": args.overrides}
         with logging_redirect_tqdm():  # log lines go between the progress bars, not through them
             fit(config.model, config.train, train_set, val_set, out, resume=args.resume,
                 pretrained_file=args.pretrained_file, info=info)
