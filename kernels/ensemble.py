@@ -15,11 +15,10 @@ from skimage import data
 
 from preprocessing.detect import default_device
 from training.checkpoint import load_model
+from training.engine import PRECISIONS  # one list of names; "auto" here is the kernel's rule (see resolve_precision)
 from training.zoo import DeepfakeClassifier, to_batch
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _autocast(precision: str, device: torch.device):

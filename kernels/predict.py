@@ -28,6 +28,7 @@ from preprocessing.fileio import atomic_write
 from preprocessing.geometry import DEFAULT_MARGIN
 from preprocessing.logs import configure_logging
 from preprocessing.sample import resolve_videos
+from preprocessing.video import FRAMES
 from training.checkpoint import CheckpointError
 
 from .aggregate import STRATEGIES, aggregate
@@ -46,7 +47,7 @@ DEFAULT_OUT = Path("submission/submission.csv")
 class Settings:
     """Everything that decides a run's predictions besides the videos and the checkpoints."""
 
-    frames: int = 32
+    frames: int = FRAMES
     min_frames: int = 8
     strategy: str = "confident"
     prior: float = 0.5
@@ -215,25 +216,30 @@ def predict_folder(videos: str | Path | Sequence[str | Path], weights: Sequence[
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m kernels.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    default = Settings()
     p.add_argument("--videos", type=Path, nargs="*",
                    help="a folder (searched recursively) or video files; default: the Kaggle test folder "
                         "if present, else the embedded astronaut sample")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="submission CSV (default: %(default)s)")
     p.add_argument("--weights", type=Path, nargs="+", help="checkpoints (default: every weights/*.pt)")
     p.add_argument("--model-weights", type=float, nargs="+", help="one weight per checkpoint for the ensemble mean")
-    p.add_argument("--frames", type=int, default=32, help="frames per video while time allows (default: 32)")
-    p.add_argument("--min-frames", type=int, default=8, help="fewest frames when short of time (default: 8)")
-    p.add_argument("--detect-every", type=int, default=1,
-                   help="run MTCNN on every k-th frame and interpolate the boxes between (default: 1)")
+    p.add_argument("--frames", type=int, default=default.frames,
+                   help="frames per video while time allows (default: %(default)s)")
+    p.add_argument("--min-frames", type=int, default=default.min_frames,
+                   help="fewest frames when short of time (default: %(default)s)")
+    p.add_argument("--detect-every", type=int, default=default.detect_every,
+                   help="run MTCNN on every k-th frame and interpolate the boxes between (default: %(default)s)")
     p.add_argument("--deadline", type=float, help="seconds for the whole folder, from start to written CSV")
-    p.add_argument("--strategy", choices=sorted(STRATEGIES), default="confident",
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default=default.strategy,
                    help="frame -> video aggregation (default: %(default)s)")
-    p.add_argument("--prior", type=float, default=0.5, help="label for videos that cannot be scored (default: 0.5)")
-    p.add_argument("--eps", type=float, default=0.01, help="clip labels to [eps, 1 - eps] (default: 0.01)")
+    p.add_argument("--prior", type=float, default=default.prior,
+                   help="label for videos that cannot be scored (default: %(default)s)")
+    p.add_argument("--eps", type=float, default=default.eps, help="clip labels to [eps, 1 - eps] (default: %(default)s)")
     p.add_argument("--shard", help="i/n: score only shard i of n (0-based); join shards with submission.merge")
-    p.add_argument("--workers", type=int, default=1,
-                   help="decode+detect processes beside the models (0: all in one process; default: 1)")
-    p.add_argument("--video-timeout", type=float, default=300.0, help="give up on a video after this many seconds")
+    p.add_argument("--workers", type=int, default=default.workers,
+                   help="decode+detect processes beside the models (0: all in one process; default: %(default)s)")
+    p.add_argument("--video-timeout", type=float, default=default.video_timeout,
+                   help="give up on a video after this many seconds (default: %(default)s)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: fp16 on CUDA; on a CPU, bf16 + channels_last for each model that a probe "
                         "at start shows faster and within 1e-2 of fp32, else fp32")

@@ -43,7 +43,7 @@ import pandas as pd
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .detect import TRAINING_THRESHOLDS, FaceDetector, add_detector_arguments, default_device
+from .detect import DEFAULTS as DETECTOR, TRAINING_THRESHOLDS, FaceDetector, add_detector_arguments, default_device
 from .faces import find_faces
 from .fileio import atomic_write, write_json, write_png
 from .folds import assign_folds
@@ -51,7 +51,7 @@ from .geometry import DEFAULT_MARGIN
 from .index import DATASETS, build_index
 from .logs import configure_logging
 from .masks import DEFAULT_BLUR, DEFAULT_METHOD, DEFAULT_THRESHOLDS, MASK_METHODS, difference_mask
-from .video import Frames, VideoReadError, read_frames
+from .video import FRAMES, Frames, VideoReadError, read_frames
 
 log = logging.getLogger("prepare")
 
@@ -86,18 +86,18 @@ class PrepareConfig:
     root: str
     out: str
     labels: str | None = None
-    frames: int = 32
+    frames: int = FRAMES
     margin: float = DEFAULT_MARGIN
     thresholds: tuple[float, float, float] = TRAINING_THRESHOLDS
-    min_score: float = 0.9
-    min_size: float = 0.015
+    min_score: float = DETECTOR["min_score"]
+    min_size: float = DETECTOR["min_size"]
     mask: str = DEFAULT_METHOD
     mask_blur: float = DEFAULT_BLUR
     mask_threshold: float | None = None
     folds: int = 5
     seed: int = 0
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    batch_size: int = 32
+    batch_size: int = DETECTOR["batch_size"]
     device: str | None = None
     shard: str = "0/1"
     overwrite: bool = False

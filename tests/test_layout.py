@@ -58,3 +58,31 @@ def test_no_module_switches_matplotlibs_backend():
                           env={**__import__("os").environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "svg"
+
+
+def test_a_default_is_declared_once():
+    """Changing ``preprocessing.video.FRAMES`` (one line) changes every command's frame count, and the
+    detector flags of every command read ``FaceDetector``'s defaults."""
+    import subprocess
+    import sys
+    code = ("import preprocessing.video as video; video.FRAMES = 7\n"
+            "from kernels.predict import Settings, build_parser as predict\n"
+            "from preprocessing.prepare import PrepareConfig\n"
+            "from preprocessing.extract_faces import build_parser as extract\n"
+            "print(Settings().frames, predict().parse_args([]).frames, extract().parse_args([]).frames, "
+            "PrepareConfig('dfdc', 'r', 'o').frames)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={**__import__("os").environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["7"] * 4
+
+    from kernels.predict import Settings, build_parser
+    from preprocessing.detect import DEFAULTS
+    from preprocessing.prepare import PrepareConfig
+    args, settings = build_parser().parse_args([]), Settings()
+    assert {k: getattr(args, k) for k in ("min_score", "min_size", "batch_size")} == \
+        {k: DEFAULTS[k] for k in ("min_score", "min_size", "batch_size")}
+    config = PrepareConfig("dfdc", "r", "o")
+    assert (config.min_score, config.min_size) == (DEFAULTS["min_score"], DEFAULTS["min_size"])
+    for name in ("frames", "min_frames", "detect_every", "strategy", "prior", "eps", "workers", "video_timeout"):
+        assert getattr(args, name) == getattr(settings, name), name
