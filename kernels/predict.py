@@ -29,6 +29,7 @@ from preprocessing.geometry import DEFAULT_MARGIN
 from preprocessing.logs import configure_logging
 from preprocessing.sample import resolve_videos
 from preprocessing.video import FRAMES
+from submission.io import COLUMNS, write_submission
 from training.checkpoint import CheckpointError
 
 from .aggregate import STRATEGIES, aggregate
@@ -163,7 +164,7 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
         """Rewrite the submission (complete: the prior where no result yet), at most every 2 s."""
         nonlocal refreshed
         if time.monotonic() - refreshed >= 2.0:
-            write_csv(out, pd.DataFrame(sorted(labels.items()), columns=["filename", "label"]))
+            write_submission(out, pd.DataFrame(sorted(labels.items()), columns=COLUMNS))
             refreshed = time.monotonic()
 
     refresh()
@@ -184,7 +185,7 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
             labels[faces.filename] = label_of(record, ensemble, settings)[0]
             refresh()
     submission, details = tables(videos, progress.records, ensemble, settings, unreached)
-    write_csv(out, submission)
+    write_submission(out, submission)
     write_csv(details_path(out), details)
     missed = int((details["reason"] == unreached).sum())
     if missed:

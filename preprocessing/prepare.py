@@ -51,14 +51,11 @@ from .geometry import DEFAULT_MARGIN
 from .index import DATASETS, build_index
 from .logs import configure_logging
 from .masks import DEFAULT_BLUR, DEFAULT_METHOD, DEFAULT_THRESHOLDS, MASK_METHODS, difference_mask
+from .prepared import CROP_COLUMNS, VIDEO_COLUMNS
 from .video import FRAMES, Frames, VideoReadError, read_frames
 
 log = logging.getLogger("prepare")
 
-VIDEO_COLUMNS = ["video", "path", "label", "original", "dataset", "method", "group", "fold",
-                 "frame_count", "width", "height", "status", "boxes_from"]
-LANDMARK_COLUMNS = [f"lm{i}_{axis}" for i in range(5) for axis in ("x", "y")]
-CROP_COLUMNS = ["video", "crop", "mask", "real_crop", "frame", "track", "label", "group", "fold", *LANDMARK_COLUMNS]
 #: Settings that change what is written for a video: a run resuming into an --out made with other
 #: values would mix two kinds of crops, so it stops (unless --overwrite).
 OUTPUT_SETTINGS = ("dataset", "root", "labels", "frames", "margin", "thresholds", "min_score", "min_size",
@@ -370,7 +367,7 @@ def _merge(out: Path, table: pd.DataFrame, summary: Summary) -> None:
     for column in ("frame_count", "width", "height"):
         videos[column] = videos.get(column, pd.Series(dtype="float")).astype("Int64")
     with atomic_write(out / "videos.csv", "w", newline="", encoding="utf-8") as f:
-        videos[VIDEO_COLUMNS].to_csv(f, index=False)
+        videos[list(VIDEO_COLUMNS)].to_csv(f, index=False)
 
 
 def prepare(config: PrepareConfig) -> Summary:
