@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from skimage import data
 
+from models.checkpoint import load_model
+from models.precision import PRECISIONS
+from models.zoo import DeepfakeClassifier, to_batch
 from preprocessing.detect import default_device
-from training.checkpoint import load_model
-from training.engine import PRECISIONS  # one list of names; "auto" here is the kernel's rule (see resolve_precision)
-from training.zoo import DeepfakeClassifier, to_batch
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models.zoo import DeepfakeClassifier, to_batch
 from preprocessing.prepared import read_crop, read_mask, read_prepared, read_table
-from training.zoo import DeepfakeClassifier, to_batch
 
 
 def unpad(square: np.ndarray, height: int, width: int) -> np.ndarray:

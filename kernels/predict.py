@@ -23,6 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from models.checkpoint import CheckpointError
 from preprocessing.detect import add_detector_arguments, detector_settings
 from preprocessing.fileio import atomic_write
 from preprocessing.geometry import DEFAULT_MARGIN
@@ -30,7 +31,6 @@ from preprocessing.logs import configure_logging
 from preprocessing.sample import resolve_videos
 from preprocessing.video import FRAMES
 from submission.io import COLUMNS, write_submission
-from training.checkpoint import CheckpointError
 
 from .aggregate import STRATEGIES, aggregate
 from .budget import Budget

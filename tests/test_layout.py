@@ -5,13 +5,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROOMS = ("preprocessing", "training", "kernels", "submission")
-#: What each room may import from the others: kernels -> training -> preprocessing, kernels -> submission
-#: (the report reuses the scorer's labels, metrics and plots); submission imports nothing.
+ROOMS = ("preprocessing", "models", "training", "kernels", "submission")
+#: What each room may import from the others: training and kernels -> models (the model contract) ->
+#: preprocessing; kernels -> submission (the report reuses the scorer's labels, metrics and plots);
+#: the kernel never imports training; submission imports nothing.
 ALLOWED = {
     "preprocessing": set(),
-    "training": {"preprocessing"},
-    "kernels": {"training", "preprocessing", "submission"},
+    "models": {"preprocessing"},
+    "training": {"models", "preprocessing"},
+    "kernels": {"models", "preprocessing", "submission"},
     "submission": set(),
 }
 
@@ -86,3 +88,20 @@ def test_a_default_is_declared_once():
     assert (config.min_score, config.min_size) == (DEFAULTS["min_score"], DEFAULTS["min_size"])
     for name in ("frames", "min_frames", "detect_every", "strategy", "prior", "eps", "workers", "video_timeout"):
         assert getattr(args, name) == getattr(settings, name), name
+
+
+def commands() -> list[str]:
+    """Every ``python -m`` command of the rooms: the modules that define ``main``."""
+    return sorted(f"{path.parent.name}.{path.stem}" for room in ROOMS for path in (REPO / room).glob("*.py")
+                  if "\ndef main(" in path.read_text())
+
+
+@pytest.mark.parametrize("module", commands())
+def test_every_command_explains_itself(module, capsys):
+    """``python -m MODULE --help`` prints a usage naming the command and exits 0 (a stray ``%`` in a
+    help string, say, would crash it)."""
+    import importlib
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(module).main(["--help"])
+    assert stop.value.code == 0
+    assert f"usage: python -m {module}" in capsys.readouterr().out

@@ -20,13 +20,15 @@ import torch.nn.functional as F
 from sklearn.metrics import log_loss, roc_auc_score
 from torch.utils.data import Dataset
 
+from models.checkpoint import load_model, read_checkpoint
+from models.metrics import label_metrics
+from models.precision import Precision
+from models.zoo import ConfigError, ModelConfig, build_model, to_batch
 from training import distributed
 from training import train as train_module
-from training.checkpoint import load_model, read_checkpoint
 from training.dataset import LANDMARK_COLUMNS, read_crop
-from training.engine import Precision, balanced_bce, label_metrics, train_one_epoch, video_metrics
+from training.engine import balanced_bce, train_one_epoch, video_metrics
 from training.train import RunConfig, TrainConfig, _seed, fit, load_config, main, make_datasets
-from training.zoo import ConfigError, ModelConfig, build_model, to_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = ModelConfig("mobilenetv3_small_050", 64, dropout=0.2)  # dropout: resume must reproduce the RNG too

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from models.zoo import ModelConfig, to_batch
 from preprocessing.prepared import LANDMARK_COLUMNS, PreparedDataError, read_crop, read_mask, read_prepared
 
 from .augment import applied, seed_pipeline, train_pipeline, val_pipeline
 from .dropout import StructuredDropout
 from .mixup import blend_pair, sample_weight
 from .selfblend import SelfBlend
-from .zoo import ModelConfig, to_batch
 
 #: Where a training sample comes from: a real crop, a fake crop, or a self-blended pseudo-fake made
 #: from a real crop with landmarks (:mod:`training.selfblend`).
@@ -44,7 +44,7 @@ class CropDataset(Dataset):
     "mask_known"}`` samples.
 
     ``image`` is a normalised ``(3, S, S)`` float tensor (``S = config.input_size``, normalised as
-    :func:`training.zoo.to_batch` does), ``target`` a float32 scalar (1 = fake; a mixup weight when
+    :func:`models.zoo.to_batch` does), ``target`` a float32 scalar (1 = fake; a mixup weight when
     mixed; clipped to ``[clip_targets, 1 - clip_targets]`` when set), ``dropout`` names the dropout
     that fired (``none``, ``eyes``, ``half_face+cutout``, ...), ``source`` one of :data:`SOURCES`.
     ``mask`` is an ``(S, S)`` float tensor in [0, 1] that moves with the image: the difference mask of a

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from models.zoo import ModelConfig
 from preprocessing.fileio import atomic_write
 from preprocessing.logs import configure_logging
 
 from .dataset import SOURCES, CropDataset
-from .zoo import ModelConfig
 
 log = logging.getLogger(__name__)
 

