@@ -105,3 +105,28 @@ def test_every_command_explains_itself(module, capsys):
         importlib.import_module(module).main(["--help"])
     assert stop.value.code == 0
     assert f"usage: python -m {module}" in capsys.readouterr().out
+
+
+def shown_commands() -> list[tuple[str, str, list[str]]]:
+    """``(page, module, flags)`` for every ``python -m MODULE ...`` line (or ``torchrun ... -m MODULE``) of
+    the README and ``docs/``, continuation lines joined."""
+    import re
+    shown = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = page.read_text().replace("\\\n", " ")
+        for line in text.splitlines():
+            for match in re.finditer(r"(?:python|torchrun)[^`|]*?-m ([a-z_]+\.[a-z_.]+)([^`|;&#]*)", line):
+                shown.append((page.name, match.group(1), re.findall(r"(?<![\w-])--[a-z][a-z-]*", match.group(2))))
+    return shown
+
+
+@pytest.mark.parametrize("page, module, flags", shown_commands(), ids=lambda v: v if isinstance(v, str) else None)
+def test_every_command_the_docs_show_exists_with_its_flags(page, module, flags, capsys):
+    """Each command a page shows is a real command, and every flag it shows is one of its flags."""
+    import importlib
+    assert module in commands() or module.startswith("tests.benchmarks."), f"{page}: {module} is not a command"
+    with pytest.raises(SystemExit):
+        importlib.import_module(module).main(["--help"])
+    usage = capsys.readouterr().out
+    unknown = [flag for flag in flags if flag not in usage]
+    assert not unknown, f"{page}: python -m {module} has no {unknown}"
