@@ -24,6 +24,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from models.checkpoint import CheckpointError
+from preprocessing.cli import add_field_flag
 from preprocessing.detect import add_detector_arguments, detector_settings
 from preprocessing.fileio import atomic_write
 from preprocessing.geometry import DEFAULT_MARGIN
@@ -224,23 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="submission CSV (default: %(default)s)")
     p.add_argument("--weights", type=Path, nargs="+", help="checkpoints (default: every weights/*.pt)")
     p.add_argument("--model-weights", type=float, nargs="+", help="one weight per checkpoint for the ensemble mean")
-    p.add_argument("--frames", type=int, default=default.frames,
-                   help="frames per video while time allows (default: %(default)s)")
-    p.add_argument("--min-frames", type=int, default=default.min_frames,
-                   help="fewest frames when short of time (default: %(default)s)")
-    p.add_argument("--detect-every", type=int, default=default.detect_every,
-                   help="run MTCNN on every k-th frame and interpolate the boxes between (default: %(default)s)")
+    add_field_flag(p, default, "frames", "frames per video while time allows")
+    add_field_flag(p, default, "min_frames", "fewest frames when short of time")
+    add_field_flag(p, default, "detect_every", "run MTCNN on every k-th frame and interpolate the boxes between")
     p.add_argument("--deadline", type=float, help="seconds for the whole folder, from start to written CSV")
-    p.add_argument("--strategy", choices=sorted(STRATEGIES), default=default.strategy,
-                   help="frame -> video aggregation (default: %(default)s)")
-    p.add_argument("--prior", type=float, default=default.prior,
-                   help="label for videos that cannot be scored (default: %(default)s)")
-    p.add_argument("--eps", type=float, default=default.eps, help="clip labels to [eps, 1 - eps] (default: %(default)s)")
+    add_field_flag(p, default, "strategy", "frame -> video aggregation", choices=sorted(STRATEGIES))
+    add_field_flag(p, default, "prior", "label for videos that cannot be scored")
+    add_field_flag(p, default, "eps", "clip labels to [eps, 1 - eps]")
     p.add_argument("--shard", help="i/n: score only shard i of n (0-based); join shards with submission.merge")
-    p.add_argument("--workers", type=int, default=default.workers,
-                   help="decode+detect processes beside the models (0: all in one process; default: %(default)s)")
-    p.add_argument("--video-timeout", type=float, default=default.video_timeout,
-                   help="give up on a video after this many seconds (default: %(default)s)")
+    add_field_flag(p, default, "workers", "decode+detect processes beside the models (0: all in one process)")
+    add_field_flag(p, default, "video_timeout", "give up on a video after this many seconds")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: fp16 on CUDA; on a CPU, bf16 + channels_last for each model that a probe "
                         "at start shows faster and within 1e-2 of fp32, else fp32")

@@ -43,6 +43,7 @@ import pandas as pd
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from .cli import add_field_flag
 from .detect import DEFAULTS as DETECTOR, TRAINING_THRESHOLDS, FaceDetector, add_detector_arguments, default_device
 from .faces import find_faces
 from .fileio import atomic_write, write_json, write_png
@@ -409,21 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", required=True, type=Path, help="the dataset's folder")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--labels", type=Path, help="folder dataset: labels file (default: ROOT/labels.csv)")
-    parser.add_argument("--frames", type=int, default=defaults.frames,
-                        help="evenly spaced frames per video (default: %(default)s)")
-    parser.add_argument("--folds", type=int, default=defaults.folds, help="number of folds (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults.seed,
-                        help="seed for ordering equal-size groups (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=defaults.workers,
-                        help="worker processes; 0 runs in this process (default: CPU count, %(default)s)")
-    parser.add_argument("--shard", default=defaults.shard,
-                        help="K/N: prepare only the groups of shard K of N, one per machine (default: %(default)s)")
-    parser.add_argument("--margin", type=float, default=defaults.margin,
-                        help="crop margin per side, as a fraction of the box (default: %(default)s)")
-    parser.add_argument("--mask", choices=MASK_METHODS, default=defaults.mask,
-                        help="difference measure for the masks (default: %(default)s)")
-    parser.add_argument("--mask-blur", type=float, default=defaults.mask_blur,
-                        help="Gaussian sigma in pixels applied to both crops first (default: %(default)s)")
+    add_field_flag(parser, defaults, "frames", "evenly spaced frames per video")
+    add_field_flag(parser, defaults, "folds", "number of folds")
+    add_field_flag(parser, defaults, "seed", "seed for ordering equal-size groups")
+    add_field_flag(parser, defaults, "workers", "worker processes, 0 runs in this process; here the CPU count")
+    add_field_flag(parser, defaults, "shard", "K/N: prepare only the groups of shard K of N, one per machine")
+    add_field_flag(parser, defaults, "margin", "crop margin per side, as a fraction of the box")
+    add_field_flag(parser, defaults, "mask", "difference measure for the masks", choices=MASK_METHODS)
+    add_field_flag(parser, defaults, "mask_blur", "Gaussian sigma in pixels applied to both crops first")
     parser.add_argument("--mask-threshold", type=float,
                         help="dissimilarity in [0, 1] that counts as changed (default: 16/255 for pixel, "
                              f"{DEFAULT_THRESHOLDS['ssim']} for ssim)")
