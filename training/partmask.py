@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from preprocessing.geometry import resize_and_pad
+
 from .dropout import (FACE_CENTRE, LEFT_EYE, LEFT_MOUTH, RIGHT_EYE, RIGHT_MOUTH, eye_band, face_axes, face_frame,
                       mouth_band, nose_line)
 
@@ -37,6 +39,13 @@ def patch_grid(region: np.ndarray, patch: int) -> np.ndarray:
     if height % patch or width % patch:
         raise ValueError(f"image {height}x{width} is not a whole number of {patch}-pixel patches")
     return region.reshape(height // patch, patch, width // patch, patch).any(axis=(1, 3)).ravel()
+
+
+def part_patches(shape: tuple[int, ...], landmarks, part: str, size: int, patch: int) -> np.ndarray:
+    """The patch grid of ``part`` (one of :data:`PARTS`) of a crop of ``shape`` once resized to
+    ``size x size`` by :func:`preprocessing.geometry.resize_and_pad`, as the model sees it."""
+    region = PART_REGIONS[part](shape, landmarks).astype(np.uint8) * 255
+    return patch_grid(resize_and_pad(region, size) > 0, patch)
 
 
 def fill_mask(parts: torch.Tensor, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:

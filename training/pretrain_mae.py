@@ -38,7 +38,7 @@ from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .dataset import LANDMARK_COLUMNS, PreparedDataError, read_crop, read_prepared
 from .engine import Precision
 from .mae import MaskedAutoencoder, unpatchify
-from .partmask import PART_REGIONS, PARTS, fill_mask, patch_grid
+from .partmask import PARTS, fill_mask, part_patches
 from .statedict import weights_mismatch
 from .strict import ConfigError, strict_fields
 from .train import read_layers
@@ -118,14 +118,13 @@ class RealFaces(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         image = read_crop(self.root / self.crops[position])
         part = int(rng.integers(len(PARTS)))
-        region = PART_REGIONS[PARTS[part]](image.shape, self.landmarks[position])
         size = self.config.input_size
+        patches = part_patches(image.shape, self.landmarks[position], PARTS[part], size, self.patch)
         image = resize_and_pad(image, size)
-        region = resize_and_pad(region.astype(np.uint8) * 255, size) > 0
         if rng.random() < self.flip:  # the part flips with the face
-            image, region = image[:, ::-1], region[:, ::-1]
+            image, patches = image[:, ::-1], patches.reshape(size // self.patch, -1)[:, ::-1]
         return {"image": to_batch([np.ascontiguousarray(image)], self.config)[0], "part": part,
-                "part_patches": torch.from_numpy(patch_grid(np.ascontiguousarray(region), self.patch))}
+                "part_patches": torch.from_numpy(np.ascontiguousarray(patches).ravel())}
 
 
 def pretrain(model_config: ModelConfig, cfg: PretrainConfig, data: str | Path, out: str | Path,
@@ -207,7 +206,7 @@ def _resume_state(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{out}: nothing to resume (no last.pt); drop --resume to start a new run")
     state = read_checkpoint(path)
     changed = sorted(f"{section}.{key}" for section in settings for key in settings[section].keys() | state[section].keys()
-                     if settings[section].get(key) != state[section].get(key) and key not in ("workers", "epochs"))
+                     if settings[section].get(key) != state[section].get(key) and key != "workers")
     if changed:
         raise ConfigError(f"{path}: the run was made with other settings ({', '.join(changed)}); start a new --out")
     return state
