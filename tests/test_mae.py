@@ -13,7 +13,7 @@ from training.mae import MaskedAutoencoder, patchify, unpatchify
 from training.dataset import read_crop
 from training.partmask import PART_REGIONS, PARTS, fill_mask, part_patches
 from training.pretrain_mae import RealFaces, main
-from training.train import load_config
+from training.train import TrainConfig, load_config
 from training.zoo import ConfigError, ModelConfig, build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -155,3 +155,8 @@ def test_fine_tuning_configs_share_everything_but_the_initialisation():
     assert random.model == mae.model and random.data == mae.data
     assert mae.train.pretrained_file and random.train.pretrained_file is None
     assert {**random.train.to_dict(), "pretrained_file": None} == {**mae.train.to_dict(), "pretrained_file": None}
+
+
+def test_a_config_sets_one_initialisation():
+    with pytest.raises(ConfigError, match="pretrained and pretrained_file: set one, not both"):
+        TrainConfig(epochs=1, batch_size=1, pretrained="efficientnet_lite0", pretrained_file="encoder.pth")
