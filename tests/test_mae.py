@@ -12,6 +12,7 @@ import torch
 from training.mae import MaskedAutoencoder, patchify, unpatchify
 from training.dataset import read_crop
 from training.partmask import PART_REGIONS, PARTS, fill_mask, part_patches
+from training import pretrain_mae
 from training.pretrain_mae import RealFaces, main
 from training.train import TrainConfig, load_config
 from training.zoo import ConfigError, ModelConfig, build_model
@@ -160,3 +161,25 @@ def test_fine_tuning_configs_share_everything_but_the_initialisation():
 def test_a_config_sets_one_initialisation():
     with pytest.raises(ConfigError, match="pretrained and pretrained_file: set one, not both"):
         TrainConfig(epochs=1, batch_size=1, pretrained="efficientnet_lite0", pretrained_file="encoder.pth")
+
+
+def test_a_run_cut_off_resumes_to_the_same_weights(prepared_dir, tmp_path, monkeypatch):
+    config = {"model": VIT.to_dict(), "pretrain": {"epochs": 2, "batch_size": 2, "iterations": 2,
+                                                    "decoder_width": 32, "decoder_depth": 1}}
+    (tmp_path / "mae.json").write_text(json.dumps(config))
+    args = ["--config", str(tmp_path / "mae.json"), "--data", str(prepared_dir), "--out"]
+    assert main(args + [str(tmp_path / "whole")]) == 0
+    plot = pretrain_mae._plot_loss
+
+    def cut_off(path, history):
+        plot(path, history)
+        if len(history) == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pretrain_mae, "_plot_loss", cut_off)
+        with pytest.raises(KeyboardInterrupt):
+            main(args + [str(tmp_path / "cut")])
+    assert main(args + [str(tmp_path / "cut"), "--resume"]) == 0
+    whole, resumed = (torch.load(tmp_path / run / "encoder.pth", weights_only=True) for run in ("whole", "cut"))
+    assert all(torch.equal(whole[key], resumed[key]) for key in whole)
