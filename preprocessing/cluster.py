@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from .cli import add_field_flag
+
 ENGINES = ("local", "ray")
 LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 #: Every machine of a cluster runs the tasks from the same checkout (shared storage, same path).
@@ -63,11 +65,9 @@ def _on_loopback() -> Iterator[None]:
         ray_constants.ENABLE_RAY_CLUSTER = previous[1]
 
 
-def add_engine_arguments(parser, engine: str = "local", address: str | None = None) -> None:
-    """``--engine`` and ``--address``, with the owning settings' defaults."""
-    parser.add_argument("--engine", choices=ENGINES, default=engine,
-                        help="local: processes on this machine; ray: Ray tasks, embedded or on --address's "
-                             "cluster (default: %(default)s)")
-    parser.add_argument("--address", default=address,
-                        help="with --engine ray: 'auto' or HOST:PORT of a running cluster (default: start Ray "
-                             "embedded on this machine, on 127.0.0.1)")
+def add_engine_arguments(parser, owner) -> None:
+    """``--engine`` and ``--address``, defaulting to ``owner``'s fields of those names (a dataclass)."""
+    add_field_flag(parser, owner, "engine", "local: processes on this machine; ray: Ray tasks, embedded or on "
+                   "--address's cluster", choices=ENGINES)
+    add_field_flag(parser, owner, "address", "with --engine ray: 'auto' or HOST:PORT of a running cluster; none "
+                   "starts Ray embedded on this machine, on 127.0.0.1")
