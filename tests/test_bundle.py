@@ -1,5 +1,4 @@
 """The Kaggle bundle: which wheels it keeps, what it refuses, and a round trip through a fresh environment."""
-import json
 import logging
 import os
 import shutil
