@@ -5,7 +5,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -89,6 +89,8 @@ class Ensemble:
     device: torch.device
     precisions: list[str]
     batch_size: int = 32
+    paths: list[str] = field(default_factory=list)  # absolute: where another process loads the same models
+    precision: str = "auto"  # as asked, before each model resolved it
 
     @classmethod
     def load(cls, paths: Sequence[str | Path], weights: Sequence[float] | None = None,
@@ -110,7 +112,8 @@ class Ensemble:
         w = np.ones(len(paths)) if weights is None else np.asarray(weights, dtype=np.float64)
         if (w < 0).any() or w.sum() <= 0:
             raise ValueError(f"model weights must be >= 0 and not all 0, got {list(w)}")
-        return cls(models, names, w / w.sum(), [file_digest(p) for p in paths], device, precisions, batch_size)
+        return cls(models, names, w / w.sum(), [file_digest(p) for p in paths], device, precisions, batch_size,
+                   [str(Path(p).resolve()) for p in paths], precision)
 
     @torch.inference_mode()
     def predict(self, crops: Sequence[np.ndarray]) -> dict[str, np.ndarray]:

@@ -11,12 +11,13 @@ or without faces get the prior. A killed run restarted with the same arguments r
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from models.checkpoint import CheckpointError
 from preprocessing.cli import add_field_flag
+from preprocessing.cluster import add_engine_arguments
 from preprocessing.detect import add_detector_arguments, detector_settings
 from preprocessing.fileio import atomic_write
 from preprocessing.geometry import DEFAULT_MARGIN
@@ -60,6 +62,8 @@ class Settings:
     deadline: float | None = None
     workers: int = 1
     video_timeout: float = 300.0
+    engine: str = "local"  # or "ray" (kernels.ray_engine), embedded or on the cluster at ``address``
+    address: str | None = None
 
     def signature(self, ensemble: Ensemble) -> dict:
         """What a resumed run must share with the run it continues."""
@@ -99,6 +103,22 @@ def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
             record.update(status="prior", reason=f"model failed: {type(err).__name__}: {err}")
     record["seconds"] = round(seconds, 3)
     return record
+
+
+def scored(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, budget: Budget, settings: Settings,
+           keep_crops: bool = False) -> Iterator[tuple[VideoFaces, dict]]:
+    """Each video's faces and progress record as it finishes, on ``settings.engine``."""
+    plan = functools.partial(budget.frames_for_next, max_frames=settings.frames, min_frames=settings.min_frames)
+    if settings.engine == "ray":
+        from .ray_engine import scored_on_ray
+
+        yield from scored_on_ray(videos, ensemble, plan, budget.remaining, settings, keep_crops)
+        return
+    last = time.monotonic()
+    for faces in iterate_faces(videos, plan, budget.remaining, settings.detector, settings.margin, settings.workers,
+                               video_timeout=settings.video_timeout, detect_every=settings.detect_every):
+        yield faces, score_faces(faces, ensemble, time.monotonic() - last)
+        last = time.monotonic()
 
 
 def label_of(record: dict | None, ensemble: Ensemble, settings: Settings) -> tuple[float, dict[str, float]]:
@@ -169,15 +189,10 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
             refreshed = time.monotonic()
 
     refresh()
-    last = time.monotonic()
     with logging_redirect_tqdm():
-        stage = iterate_faces(todo, lambda left: budget.frames_for_next(left, settings.frames, settings.min_frames),
-                              budget.remaining, settings.detector, settings.margin, settings.workers,
-                              video_timeout=settings.video_timeout, detect_every=settings.detect_every)
-        for faces in tqdm(stage, total=len(todo), desc="predict", unit="video"):
-            record = score_faces(faces, ensemble, time.monotonic() - last)
-            budget.record(faces.frames_requested, time.monotonic() - last)
-            last = time.monotonic()
+        stage = scored(todo, ensemble, budget, settings, keep_crops=on_video is not None)
+        for faces, record in tqdm(stage, total=len(todo), desc="predict", unit="video"):
+            budget.record(faces.frames_requested, record["seconds"])
             if record["status"] != "ok":
                 log.warning("%s: %s; it gets the prior %.2f", faces.filename, record["reason"], settings.prior)
             progress.append(record)
@@ -237,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flag(p, default, "eps", "clip labels to [eps, 1 - eps]")
     p.add_argument("--shard", help="i/n: score only shard i of n (0-based); join shards with submission.merge")
     add_field_flag(p, default, "workers", "decode+detect processes beside the models (0: all in one process)")
+    add_engine_arguments(p, default)
     add_field_flag(p, default, "video_timeout", "give up on a video after this many seconds")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: fp16 on CUDA; on a CPU, bf16 + channels_last for each model that a probe "
@@ -268,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(frames=args.frames, min_frames=args.min_frames, detect_every=args.detect_every,
                         strategy=args.strategy, prior=args.prior,
                         eps=args.eps, deadline=args.deadline, workers=args.workers,
-                        video_timeout=args.video_timeout, detector=detector_settings(args))
+                        video_timeout=args.video_timeout, detector=detector_settings(args),
+                        engine=args.engine, address=args.address)
     log.info("%d videos, model(s) %s in %s, strategy %s", len(named), ensemble.names,
              ensemble.precisions, settings.strategy)
     try:

@@ -44,6 +44,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .cli import add_field_flag
+from .cluster import ENGINES, add_engine_arguments
 from .detect import DEFAULTS as DETECTOR, TRAINING_THRESHOLDS, FaceDetector, add_detector_arguments, default_device
 from .faces import find_faces
 from .fileio import atomic_write, write_json, write_png
@@ -76,8 +77,9 @@ class PrepareConfig:
     the box; ``thresholds``/``min_score``/``min_size``: the detector's (``min_size`` a fraction of
     the frame's short side); ``mask``: ``pixel`` or ``ssim``, with ``mask_blur`` (Gaussian sigma,
     pixels) and ``mask_threshold`` (dissimilarity in [0, 1]; None: the method's default);
-    ``workers``: processes (0: run in this process); ``shard``: ``"K/N"``, this run's share of the
-    groups.
+    ``workers``: processes (0: run in this process; with ``engine`` ``ray``, the CPUs of embedded
+    Ray); ``engine``: ``local`` or ``ray`` (embedded, or on the cluster at ``address``); ``shard``:
+    ``"K/N"``, this run's share of the groups.
     """
 
     dataset: str
@@ -99,6 +101,8 @@ class PrepareConfig:
     device: str | None = None
     shard: str = "0/1"
     overwrite: bool = False
+    engine: str = "local"
+    address: str | None = None
 
     def resolved(self) -> PrepareConfig:
         """A copy with absolute paths, the mask threshold and the device filled in."""
@@ -107,6 +111,8 @@ class PrepareConfig:
         if self.mask not in MASK_METHODS:
             raise PrepareError(f"unknown mask {self.mask!r}; choose one of {', '.join(MASK_METHODS)}")
         shard_range(self.shard)
+        if self.engine not in ENGINES:
+            raise PrepareError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.frames < 1 or self.folds < 1 or self.workers < 0:
             raise PrepareError(f"need frames >= 1, folds >= 1 and workers >= 0; got {self.frames}, {self.folds}, "
                                f"{self.workers}")
@@ -285,7 +291,15 @@ def _init_worker(threads: int, verbose: bool) -> None:
 def _run_tasks(config: PrepareConfig, phases: list[list[Task]], progress: tqdm) -> Iterator[dict]:
     """Prepare the tasks of each phase in turn (a phase ends before the next starts), yielding
     records as they finish: in this process (``workers`` 0) or in one pool with at most 2 tasks per
-    worker in flight, so memory does not grow with the number of videos."""
+    worker in flight, so memory does not grow with the number of videos; or on Ray
+    (:mod:`preprocessing.ray_prepare`)."""
+    if config.engine == "ray" and any(phases):
+        from .ray_prepare import prepare_on_ray
+
+        for record in prepare_on_ray(config, phases):
+            yield record
+            progress.update()
+        return
     if config.workers <= 0 or not any(phases):
         for task in (t for tasks in phases for t in tasks):
             yield prepare_video(config, task)
@@ -414,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flag(parser, defaults, "folds", "number of folds")
     add_field_flag(parser, defaults, "seed", "seed for ordering equal-size groups")
     add_field_flag(parser, defaults, "workers", "worker processes, 0 runs in this process; here the CPU count")
+    add_engine_arguments(parser, defaults)
     add_field_flag(parser, defaults, "shard", "K/N: prepare only the groups of shard K of N, one per machine")
     add_field_flag(parser, defaults, "margin", "crop margin per side, as a fraction of the box")
     add_field_flag(parser, defaults, "mask", "difference measure for the masks", choices=MASK_METHODS)

@@ -1,0 +1,143 @@
+"""The kernel's engine on Ray: decoding + face detection as CPU tasks, the models as actors.
+
+A task per video decodes and detects (:func:`kernels.pipeline.detect_video`) and leaves its crops
+in Ray's object store; a model actor, which loaded the checkpoints once (one replica per GPU of the
+cluster with a GPU each, else one per node beside its detection tasks, as the local engine's
+models run beside its workers), scores them from there and sends the driver the
+video's progress record. At most two videos per detection slot are in flight, so memory stays flat
+on any folder. The driver (:func:`kernels.predict.run`) writes every output.
+
+Faults: a task or actor whose worker process or node dies is retried, at most ``RETRIES`` times; a
+video that fails for its own reason (unreadable, no face, a model error) comes back once as a
+record with the reason, and one unfinished after ``video_timeout`` seconds is cancelled and
+recorded; neither is retried. At the deadline the videos in flight are cancelled and left out (the
+caller gives them the prior).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import ray
+
+from preprocessing.cluster import ray_session
+from preprocessing.detect import FaceDetector
+
+from .ensemble import Ensemble
+from .pipeline import VideoFaces, detect_video
+from .predict import Settings, score_faces
+
+log = logging.getLogger(__name__)
+
+RETRIES = 2
+_detectors: dict[tuple, FaceDetector] = {}  # per worker process: MTCNN loads once
+_replicas: dict[tuple, list] = {}  # per Ray session and ensemble: the next run reuses the loaded models
+
+
+@ray.remote(num_cpus=1, max_retries=RETRIES, scheduling_strategy="SPREAD")
+def _detect(filename: str, path: str, frames: int, detector: dict, margin: float,
+            detect_every: int) -> tuple[VideoFaces, str]:
+    """One video's faces (on this worker's CPU) and the id of the node that found them."""
+    key = tuple(sorted(detector.items()))
+    if key not in _detectors:
+        _detectors[key] = FaceDetector(**detector)
+    faces = detect_video(filename, path, frames, _detectors[key], margin, detect_every)
+    return faces, ray.get_runtime_context().get_node_id()
+
+
+@ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)
+class _Scorer:
+    """The ensemble, loaded once on this replica's device (its GPU if given one). It reserves no CPU:
+    on a CPU-only node it shares the cores with the detection tasks."""
+
+    def __init__(self, paths: list[str], weights: list[float], precision: str, batch_size: int):
+        self.ensemble = Ensemble.load(paths, weights, precision=precision, batch_size=batch_size)
+
+    def score(self, detected: tuple[VideoFaces, str], keep_crops: bool) -> tuple[VideoFaces, dict]:
+        faces, node = detected
+        record = {**score_faces(faces, self.ensemble, 0.0), "node": node}
+        return faces if keep_crops else dataclasses.replace(faces, crops=[]), record
+
+
+def _scorers(ensemble: Ensemble, gpus: int) -> list:
+    """The model replicas for ``ensemble`` in this Ray session: one per GPU, else one per node."""
+    count = gpus or sum(node["Alive"] for node in ray.nodes())
+    context = ray.get_runtime_context()  # the driver's node and job: this session alone
+    key = (context.get_node_id(), context.get_job_id(), tuple(ensemble.paths), tuple(ensemble.weights.tolist()),
+           ensemble.precision, ensemble.batch_size, count)
+    if key not in _replicas:
+        _replicas[key] = [_Scorer.options(num_cpus=0, num_gpus=int(gpus > 0), scheduling_strategy="SPREAD").remote(
+            ensemble.paths, ensemble.weights.tolist(), ensemble.precision, ensemble.batch_size) for _ in range(count)]
+    return _replicas[key]
+
+
+def _reason(err: Exception) -> str:
+    """``failed on Ray: <cause>: <its first line>``, through the task errors that wrap the cause."""
+    while isinstance(err, ray.exceptions.RayTaskError) and getattr(err, "cause", None) is not None:
+        err = err.cause
+    first = next(iter(str(err).strip().splitlines()), "")
+    return f"failed on Ray: {type(err).__name__}" + (f": {first}" if first else "")
+
+
+def _failed(filename: str, frames: int, reason: str, ensemble: Ensemble) -> tuple[VideoFaces, dict]:
+    faces = VideoFaces(filename, frames, error=reason)
+    return faces, score_faces(faces, ensemble, 0.0)
+
+
+def scored_on_ray(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, plan_frames: Callable[[int], int],
+                  remaining: Callable[[], float], settings: Settings,
+                  keep_crops: bool = False) -> Iterator[tuple[VideoFaces, dict]]:
+    """Each video's faces (without crops unless ``keep_crops``) and progress record, as they finish.
+
+    ``plan_frames`` and ``remaining`` as for :func:`kernels.pipeline.iterate_faces`. Embedded Ray
+    gets ``settings.workers`` CPUs, one detection task each; ``settings.address`` joins a cluster
+    instead, with a detection task per CPU. ``record["seconds"]`` is the wall time since the
+    previous video finished.
+    """
+    detector = {**settings.detector, "device": "cpu"}
+    with ray_session(settings.address, num_cpus=max(settings.workers, 1)):
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        slots = max(int(resources.get("CPU", 1)), 1)
+        scorers = _scorers(ensemble, gpus)
+        log.info("Ray: %d detection slot(s), %d model replica(s) on %s", slots, len(scorers), "GPU" if gpus else "CPU")
+        pending: dict = {}  # record ref -> (filename, frames, detection ref, submitted at)
+        next_video, last = 0, time.monotonic()
+        try:
+            while True:
+                while len(pending) < 2 * slots and next_video < len(videos):
+                    frames = plan_frames(len(videos) - next_video)
+                    if frames <= 0:
+                        break
+                    filename, path = videos[next_video]
+                    detected = _detect.remote(filename, str(path), frames, detector, settings.margin,
+                                              settings.detect_every)
+                    scored = scorers[next_video % len(scorers)].score.remote(detected, keep_crops)
+                    pending[scored] = (filename, frames, detected, time.monotonic())
+                    next_video += 1
+                if not pending:
+                    return
+                if remaining() <= 0:
+                    log.warning("deadline reached with %d video(s) in progress: they get the prior", len(pending))
+                    return
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                for ref in ready:
+                    filename, frames, _, _ = pending.pop(ref)
+                    try:
+                        faces, record = ray.get(ref)
+                    except ray.exceptions.RayError as err:  # retries spent, or an error outside the video
+                        faces, record = _failed(filename, frames, _reason(err), ensemble)
+                    record["seconds"] = round(time.monotonic() - last, 3)
+                    yield faces, record
+                    last = time.monotonic()
+                for ref, (filename, frames, detected, submitted) in list(pending.items()):
+                    if time.monotonic() - submitted > settings.video_timeout:
+                        ray.cancel(detected, force=True)
+                        del pending[ref]
+                        yield _failed(filename, frames, f"not finished after {settings.video_timeout:g} s", ensemble)
+        finally:
+            for _, _, detected, _ in pending.values():
+                ray.cancel(detected, force=True)
