@@ -33,7 +33,7 @@ from training.checkpoint import CheckpointError
 from .aggregate import STRATEGIES, aggregate
 from .budget import Budget
 from .ensemble import PRECISIONS, Ensemble
-from .pipeline import VideoFaces, iterate_faces
+from .pipeline import VideoFaces, Workers, iterate_faces
 from .progress import ProgressLog
 
 log = logging.getLogger("kernels.predict")
@@ -138,12 +138,13 @@ def details_path(out: Path) -> Path:
 
 def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, settings: Settings,
         fresh: bool = False, started: float | None = None,
-        on_video: Callable[[VideoFaces, dict], None] | None = None) -> pd.DataFrame:
+        on_video: Callable[[VideoFaces, dict], None] | None = None, workers: Workers | None = None) -> pd.DataFrame:
     """Score ``videos`` (``(filename, path)`` pairs) into ``out`` and its detail file; returns the details.
 
     The deadline counts from ``started`` (a ``time.monotonic()`` reading; default: now).
     ``on_video(faces, record)`` is called for each video scored by this call (not for those resumed),
-    with its crops and its progress record.
+    with its crops and its progress record. ``workers``: running detection :class:`Workers` to use
+    (default: ``settings.workers`` processes started for this call).
     """
     budget = Budget(settings.deadline, start=started)
     for name, model in zip(ensemble.names, ensemble.models):
@@ -169,7 +170,8 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
     last = time.monotonic()
     with logging_redirect_tqdm():
         stage = iterate_faces(todo, lambda left: budget.frames_for_next(left, settings.frames, settings.min_frames),
-                              budget.remaining, settings.detector, settings.margin, settings.workers,
+                              budget.remaining, settings.detector, settings.margin,
+                              settings.workers if workers is None else workers,
                               video_timeout=settings.video_timeout, detect_every=settings.detect_every)
         for faces in tqdm(stage, total=len(todo), desc="predict", unit="video"):
             record = score_faces(faces, ensemble, time.monotonic() - last)
@@ -247,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    with Workers(detector_settings(args), args.workers) as workers:  # they start while the models load
+        return score_folder(args, workers, started)
+
+
+def score_folder(args: argparse.Namespace, workers: Workers, started: float) -> int:
+    """The command's work once its detection workers are starting; returns the exit status."""
     weights = args.weights or default_weights()
     if not weights:
         log.error("no checkpoint in %s: pass --weights (see README: Train)", WEIGHTS_DIR)
@@ -268,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%d videos, model(s) %s in %s, strategy %s", len(named), ensemble.names,
              ensemble.precisions, settings.strategy)
     try:
-        details = run(named, ensemble, args.out, settings, args.fresh, started)
+        details = run(named, ensemble, args.out, settings, args.fresh, started, workers=workers)
     except OSError as err:  # a read-only folder, a full disk: earlier outputs stay as they were
         log.error("cannot write the outputs beside %s: %s", args.out, err)
         return 3
