@@ -154,7 +154,7 @@ class Scorer:
               **options) -> Scores:
         """:func:`score_videos` with this scorer's models and workers (``options``: its keyword arguments)."""
         options = {**self.settings, **options}
-        self.workers.configure(self.workers.detector_kwargs, options.pop("workers", Settings.workers))
+        self.workers.configure(self.workers.detector_kwargs, options.pop("workers", self.workers.count))
         return score_videos(videos, self.ensemble, out, workers=self.workers, **options)
 
     def close(self) -> None:

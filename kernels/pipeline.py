@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,14 @@ def detect_video(filename: str, path: str | Path, frames: int, detector: FaceDet
         result.error = err.cause
     result.seconds = time.perf_counter() - start
     return result
+
+
+def default_workers() -> int:
+    """Detection processes beside the models by default: one where decoding and detecting video i+1
+    can overlap scoring video i (2+ usable CPUs, or a GPU), none on a single CPU, where a second
+    process only competes for it (``python -m tests.benchmarks.kernel --overlap``)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 1 if cpus >= 2 or torch.cuda.is_available() else 0
 
 
 _detector: FaceDetector | None = None

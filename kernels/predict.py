@@ -33,7 +33,7 @@ from training.checkpoint import CheckpointError
 from .aggregate import STRATEGIES, aggregate
 from .budget import Budget
 from .ensemble import PRECISIONS, Ensemble
-from .pipeline import VideoFaces, Workers, iterate_faces
+from .pipeline import VideoFaces, Workers, default_workers, iterate_faces
 from .progress import ProgressLog
 
 log = logging.getLogger("kernels.predict")
@@ -55,7 +55,7 @@ class Settings:
     detect_every: int = 1
     detector: dict = field(default_factory=dict)  # FaceDetector keyword arguments
     deadline: float | None = None
-    workers: int = 1
+    workers: int = field(default_factory=default_workers)
     video_timeout: float = 300.0
 
     def signature(self, ensemble: Ensemble) -> dict:
@@ -233,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", type=float, default=0.5, help="label for videos that cannot be scored (default: 0.5)")
     p.add_argument("--eps", type=float, default=0.01, help="clip labels to [eps, 1 - eps] (default: 0.01)")
     p.add_argument("--shard", help="i/n: score only shard i of n (0-based); join shards with submission.merge")
-    p.add_argument("--workers", type=int, default=1,
-                   help="decode+detect processes beside the models (0: all in one process; default: 1)")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="decode+detect processes beside the models (0: all in one process; default: "
+                        "1 with 2+ CPUs or a GPU, else 0; here %(default)s)")
     p.add_argument("--video-timeout", type=float, default=300.0, help="give up on a video after this many seconds")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: fp16 on CUDA; on a CPU, bf16 + channels_last for each model that a probe "
