@@ -159,10 +159,11 @@ def _seek(path: str, wanted: np.ndarray, max_side: int | None) -> tuple[list[int
         capture.release()
 
 
-#: Seek when sampled frames lie more than this many frames apart on average; stream otherwise.
-#: Streaming decodes every frame up to the last sampled one, seeking decodes from the keyframe before
-#: each sample: measured crossing on 1080p H.264 (``tests/benchmarks/bench_video.py``).
-SEEK_GAP = 60
+#: Seek when sampled frames lie more than this many frames apart; stream otherwise. Streaming decodes
+#: every frame up to the last sampled one, seeking decodes from the keyframe before each sample: on
+#: DFDC's 1080p H.264 (a keyframe every ~160 frames) both cost the same 75 frames apart, and seeking
+#: is 1.8x faster 150 apart (``tests/benchmarks/bench_video.py``).
+SEEK_GAP = 80
 
 #: Frames whose long side exceeds this are shrunk on reading: 32 frames of an 8K video would take
 #: 3 GB; at this size they take at most 800 MB, and 4K video passes untouched.

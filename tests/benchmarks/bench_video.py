@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     data = find_data()
     parser.add_argument("--clip", type=Path, default=data / "dfdc/train_sample_videos/abofeumbvv.mp4" if data else None)
     parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[1, 2, 4, 8, 16],
+    parser.add_argument("--lengths", type=int, nargs="*", default=[1, 2, 4, 8, 16],
                         help="video lengths in copies of the clip (default: 1 2 4 8 16)")
     parser.add_argument("--long", type=int, default=60, help="copies for the long video (default: 60, 10 minutes)")
     args = parser.parse_args(argv)

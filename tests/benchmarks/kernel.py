@@ -71,10 +71,11 @@ def reference(folder: Path, weights: list[Path], frames: int, out: Path) -> None
             index += 1
         sampled = Frames(str(clip), np.array(sorted(kept)), [kept[i] for i in sorted(kept)], index, 0.0)
         faces = find_faces(sampled, detector)
-        probs = ensemble.predict([f.crop for f in faces])
-        tracks = [f.track for f in faces]
-        scores = {n: m.calibration(aggregate(probs[n], tracks, "confident")) for n, m in zip(ensemble.names, ensemble.models)}
-        label = float(np.clip(ensemble.combine(scores), 0.01, 0.99)) if faces else 0.5
+        label = 0.5
+        if faces:
+            probs, tracks = ensemble.predict([f.crop for f in faces]), [f.track for f in faces]
+            scores = {n: m.calibration(aggregate(probs[n], tracks, "confident")) for n, m in zip(ensemble.names, ensemble.models)}
+            label = float(np.clip(ensemble.combine(scores), 0.01, 0.99))
         rows.append({"filename": clip.name, "label": label, "seconds": time.perf_counter() - start})
     pd.DataFrame(rows).to_csv(out, index=False)
 
