@@ -84,7 +84,9 @@ def command(args: list[str], cores: str | None = None) -> float:
     """Wall seconds of ``python -m ARGS`` (on the CPUs ``cores`` names, for ``taskset -c``)."""
     prefix = ["taskset", "-c", cores] if cores else []
     start = time.perf_counter()
-    subprocess.run([*prefix, sys.executable, "-m", *args], check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run([*prefix, sys.executable, "-m", *args], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"python -m {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - start
 
 
