@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from skimage import data
 
+from models.checkpoint import load_model
+from models.precision import PRECISIONS
+from models.zoo import DeepfakeClassifier, to_batch
 from preprocessing.detect import default_device
 from preprocessing.fileio import write_json
-from training.checkpoint import load_model
-from training.zoo import DeepfakeClassifier, to_batch
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Environment variable naming the folder of the probe's cached verdicts (default: the user's cache).
 CACHE_ENV = "DEEPFAKE_CACHE"
 

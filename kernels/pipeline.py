@@ -20,7 +20,8 @@ import torch
 
 from preprocessing.detect import FaceDetector
 from preprocessing.faces import find_faces
-from preprocessing.video import VideoReadError, read_frames
+from preprocessing.image import read_input
+from preprocessing.video import VideoReadError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def detect_video(filename: str, path: str | Path, frames: int, detector: FaceDet
     start = time.perf_counter()
     result = VideoFaces(filename, frames)
     try:
-        sampled = read_frames(path, frames)
+        sampled = read_input(path, frames)
         faces = find_faces(sampled, detector, margin, detect_every)
         result.frames_read = len(sampled)
         result.frame_ids = [f.frame for f in faces]

@@ -96,7 +96,7 @@ def _count_frames(path: str) -> int:
         capture.release()
 
 
-def _shrink(bgr: np.ndarray, max_side: int | None) -> np.ndarray:
+def shrink(bgr: np.ndarray, max_side: int | None) -> np.ndarray:
     side = max(bgr.shape[:2])
     if max_side is None or side <= max_side:
         return bgr
@@ -124,7 +124,7 @@ def _stream(path: str, wanted: np.ndarray, max_side: int | None) -> tuple[list[i
                 ok, bgr = capture.retrieve()
                 if ok and bgr is not None:
                     indices.append(position)
-                    images.append(cv2.cvtColor(_shrink(bgr, max_side), cv2.COLOR_BGR2RGB))
+                    images.append(cv2.cvtColor(shrink(bgr, max_side), cv2.COLOR_BGR2RGB))
                 else:
                     log.debug("%s: frame %d could not be decoded, skipped", path, position)
             position += 1
@@ -165,12 +165,16 @@ def _seek(path: str, wanted: np.ndarray, max_side: int | None) -> tuple[list[int
 #: is 1.8x faster 150 apart (``tests/benchmarks/bench_video.py``).
 SEEK_GAP = 80
 
+
+#: Evenly spaced frames read per video by default, by every command (DFDC's winner read 32).
+FRAMES = 32
+
 #: Frames whose long side exceeds this are shrunk on reading: 32 frames of an 8K video would take
 #: 3 GB; at this size they take at most 800 MB, and 4K video passes untouched.
 MAX_SIDE = 3840
 
 
-def read_frames(path: str | os.PathLike, n: int = 32, max_side: int | None = MAX_SIDE,
+def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None = MAX_SIDE,
                 seek: bool | None = None) -> Frames:
     """Read ``n`` evenly spaced frames of ``path`` (fewer if the video is shorter), in stream order.
 

@@ -19,10 +19,10 @@ from kernels import predict
 from kernels.aggregate import aggregate, confident, mean, sharpen
 from kernels.budget import Budget
 from kernels.ensemble import Ensemble
+from models.checkpoint import save_checkpoint
 from preprocessing.sample import render_sample
 from preprocessing.video import read_frames
 from submission.io import read_submission, videos_in
-from training.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = ["ffpp/original_sequences/youtube/c40/videos/183.mp4",
@@ -292,7 +292,7 @@ def reference_probs(checkpoint: Path, frames: list[np.ndarray], boxes: list[np.n
     size per side (snapped outward, clipped), the crop (its channels reversed if ``swap``) is shrunk
     to 64 px on its long side with INTER_AREA and centred on black, and normalised with ``mean`` and
     ImageNet's std."""
-    from training.checkpoint import load_model
+    from models.checkpoint import load_model
 
     batch = []
     for frame, (x1, y1, x2, y2) in zip(frames, boxes, strict=True):

@@ -34,7 +34,7 @@ from preprocessing.detect import FaceDetector
 from preprocessing.faces import find_faces
 from preprocessing.video import Frames, read_frames, sample_indices
 from tests.conftest import find_data
-from training.checkpoint import load_model
+from models.checkpoint import load_model
 
 
 def issue_clips(data: Path, folder: Path) -> Path:
