@@ -152,7 +152,7 @@ def _seek(path: str, wanted: np.ndarray, max_side: int | None) -> tuple[list[int
             if not ok or bgr is None:
                 return indices, images, False
             indices.append(index)
-            images.append(cv2.cvtColor(_shrink(bgr, max_side), cv2.COLOR_BGR2RGB))
+            images.append(cv2.cvtColor(shrink(bgr, max_side), cv2.COLOR_BGR2RGB))
             position += 1
         return indices, images, not capture.grab()
     finally:
