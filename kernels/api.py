@@ -8,6 +8,11 @@
     scores.tracks          # one row per face track: score per model and for the ensemble
     scores.frames          # one row per face crop: frame index, track, probability per model, crop
 
+    scorer = Scorer(["weights/lite0.pt"], frames=8)   # models loaded, detection worker started once
+    first = scorer.score("videos/a/", out="runs/a/submission.csv")
+    again = scorer.score("videos/b/", out="runs/b/submission.csv")  # no start-up this time
+    scorer.close()
+
 Scoring is :func:`kernels.predict.run` itself (same crops, models, strategies, deadline and resume
 log); this module only reshapes its progress records into tables. Probabilities are fake
 probabilities in [0, 1]; video labels are clipped to [eps, 1 - eps] as in the submission, track
@@ -25,7 +30,7 @@ from preprocessing.fileio import write_png
 
 from .aggregate import STRATEGIES
 from .ensemble import Ensemble
-from .pipeline import VideoFaces
+from .pipeline import VideoFaces, Workers
 from .predict import Settings, default_weights, named_videos, run
 from .progress import ProgressLog
 
@@ -89,14 +94,15 @@ def track_table(frames: pd.DataFrame, ensemble: Ensemble, strategy: str) -> pd.D
 
 def score_videos(videos: str | Path | Sequence[str | Path], ensemble: Ensemble | Sequence[str | Path] | None = None,
                  out: str | Path = "output/scores/submission.csv", crops_dir: str | Path | None = None,
-                 keep_crops: bool = True, fresh: bool = False, **settings) -> Scores:
+                 keep_crops: bool = True, fresh: bool = False, workers: Workers | None = None, **settings) -> Scores:
     """Score one video, a list of videos or a folder (searched recursively) with ``ensemble`` (an
     :class:`Ensemble` or checkpoint paths; default ``weights/*.pt``).
 
     Writes what ``python -m kernels.predict`` writes at ``out`` (submission, details, resume log).
     ``settings`` are :class:`kernels.predict.Settings` fields (``frames``, ``strategy``, ``workers``,
     ``deadline``...). Crops are kept as arrays (``keep_crops``), or written as
-    ``crops_dir/<filename>/<frame:05d>_<track>.png`` and given by path.
+    ``crops_dir/<filename>/<frame:05d>_<track>.png`` and given by path. ``workers``: running detection
+    :class:`Workers` to reuse (see :class:`Scorer`).
     """
     if not isinstance(ensemble, Ensemble):
         ensemble = load_ensemble(ensemble)
@@ -115,10 +121,47 @@ def score_videos(videos: str | Path | Sequence[str | Path], ensemble: Ensemble |
         elif keep_crops:
             crops[faces.filename] = list(faces.crops)
 
-    details = run(named, ensemble, out, config, fresh, on_video=keep)
+    details = run(named, ensemble, out, config, fresh, on_video=keep, workers=workers)
     records = ProgressLog(out.with_suffix(".progress.jsonl"), config.signature(ensemble)).records
     paths = {name: Path(path) for name, path in named}
     frames = frame_table([records[name] for name, _ in sorted(named) if name in records], ensemble, crops)
     details.insert(1, "path", details["filename"].map(paths))
     table = details.sort_values(["label", "filename"], ascending=[False, True], kind="stable").reset_index(drop=True)
     return Scores(table, track_table(frames, ensemble, config.strategy), frames, list(ensemble.names), config.strategy)
+
+
+class Scorer:
+    """:func:`score_videos` with the start-up paid once: the detection workers start first, the models
+    load meanwhile, and every :meth:`score` call reuses both (a notebook scoring again and again).
+
+    ``settings`` are :class:`kernels.predict.Settings` fields used by every call; a call may override
+    them (other detector settings or ``workers`` restart the workers). Close it (or use ``with``)
+    to stop the workers.
+    """
+
+    def __init__(self, weights: Sequence[str | Path] | None = None, model_weights: Sequence[float] | None = None,
+                 device: str | None = None, precision: str = "auto", **settings):
+        self.settings = settings
+        config = Settings(**settings)
+        self.workers = Workers(config.detector, config.workers)
+        try:
+            self.ensemble = load_ensemble(weights, model_weights, device, precision)
+        except BaseException:
+            self.workers.close()
+            raise
+
+    def score(self, videos: str | Path | Sequence[str | Path], out: str | Path = "output/scores/submission.csv",
+              **options) -> Scores:
+        """:func:`score_videos` with this scorer's models and workers (``options``: its keyword arguments)."""
+        options = {**self.settings, **options}
+        self.workers.configure(self.workers.detector_kwargs, options.pop("workers", self.workers.count))
+        return score_videos(videos, self.ensemble, out, workers=self.workers, **options)
+
+    def close(self) -> None:
+        self.workers.close()
+
+    def __enter__(self) -> "Scorer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
+import os
+import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +20,30 @@ from models.checkpoint import load_model
 from models.precision import PRECISIONS
 from models.zoo import DeepfakeClassifier, to_batch
 from preprocessing.detect import default_device
+from preprocessing.fileio import write_json
 
 log = logging.getLogger(__name__)
+
+#: Environment variable naming the folder of the probe's cached verdicts (default: the user's cache).
+CACHE_ENV = "DEEPFAKE_CACHE"
+
+
+def cache_dir() -> Path:
+    """``$DEEPFAKE_CACHE``, else ``$XDG_CACHE_HOME/deepfake``, else ``~/.cache/deepfake``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deepfake"
+
+
+def machine_id() -> str:
+    """What the probe's verdict depends on besides the checkpoint: CPU model and features, torch's
+    version and its thread count."""
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = "|".join(next((l for l in lines if l.startswith(key)), "") for key in ("model name", "flags"))
+    described = f"{platform.machine()}|{cpu}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+    return hashlib.sha1(described.encode()).hexdigest()[:16]
 
 
 def _autocast(precision: str, device: torch.device):
@@ -47,10 +72,11 @@ def _probe(model: DeepfakeClassifier, precision: str, device: torch.device, batc
     return time.perf_counter() - start, probs
 
 
-def choose_precision(model: DeepfakeClassifier, precision: str, device: torch.device) -> str:
+def choose_precision(model: DeepfakeClassifier, precision: str, device: torch.device, digest: str = "") -> str:
     """Resolve ``auto``: fp16 on CUDA; on a CPU with native bf16, bf16 + channels_last where this
     machine runs this model faster that way and its probabilities on four views of a real face agree
-    with fp32 within 1e-2; fp32 otherwise."""
+    with fp32 within 1e-2; fp32 otherwise. The probe's verdict is cached per machine
+    (:func:`machine_id`) and checkpoint (its file ``digest``) in ``cache_dir()/precision.json``."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if precision != "auto":
@@ -59,6 +85,26 @@ def choose_precision(model: DeepfakeClassifier, precision: str, device: torch.de
         return "fp16"
     if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
         return "fp32"
+    key = f"{machine_id()}/{digest}"
+    cache = cache_dir() / "precision.json"
+    verdicts = {}
+    with contextlib.suppress(OSError, ValueError):
+        verdicts = json.loads(cache.read_text(encoding="utf-8"))
+    verdicts = verdicts if isinstance(verdicts, dict) else {}
+    if digest and verdicts.get(key) in ("fp32", "bf16"):
+        log.info("%s: %s, as probed earlier on this machine (%s)", model.config.encoder, verdicts[key], cache)
+        return verdicts[key]
+    verdict = _probe_verdict(model, device)
+    if digest:
+        try:
+            write_json(cache, {**verdicts, key: verdict})
+        except OSError as err:  # a read-only home: probe again next time
+            log.debug("precision verdict not cached in %s: %s", cache, err)
+    return verdict
+
+
+def _probe_verdict(model: DeepfakeClassifier, device: torch.device) -> str:
+    """bf16 where it runs faster than fp32 on a probe batch and agrees within 1e-2, else fp32."""
     face = data.astronaut()[40:260, 130:330]  # a real face that ships with scikit-image
     batch = to_batch([face, face[:, ::-1], face[::2, ::2], face[20:-20, 20:-20]], model.config).to(device)
     fp32_seconds, fp32 = _probe(model, "fp32", device, batch)
@@ -102,7 +148,8 @@ class Ensemble:
             raise ValueError(f"{len(weights)} model weights given for {len(paths)} checkpoints")
         device = torch.device(device) if device is not None else default_device()
         models = [load_model(p, device) for p in paths]
-        precisions = [choose_precision(m, precision, device) for m in models]
+        digests = [file_digest(p) for p in paths]
+        precisions = [choose_precision(m, precision, device, d) for m, d in zip(models, digests)]
         models = [_layout(m, p, device) for m, p in zip(models, precisions)]
         names, seen = [], {}
         for p in paths:
@@ -112,7 +159,7 @@ class Ensemble:
         w = np.ones(len(paths)) if weights is None else np.asarray(weights, dtype=np.float64)
         if (w < 0).any() or w.sum() <= 0:
             raise ValueError(f"model weights must be >= 0 and not all 0, got {list(w)}")
-        return cls(models, names, w / w.sum(), [file_digest(p) for p in paths], device, precisions, batch_size,
+        return cls(models, names, w / w.sum(), digests, device, precisions, batch_size,
                    [str(Path(p).resolve()) for p in paths], precision)
 
     @torch.inference_mode()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,14 @@ def detect_video(filename: str, path: str | Path, frames: int, detector: FaceDet
     return result
 
 
+def default_workers() -> int:
+    """Detection processes beside the models by default: one where decoding and detecting video i+1
+    can overlap scoring video i (2+ usable CPUs, or a GPU), none on a single CPU, where a second
+    process only competes for it (``python -m tests.benchmarks.kernel --overlap``)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 1 if cpus >= 2 or torch.cuda.is_available() else 0
+
+
 _detector: FaceDetector | None = None
 
 
@@ -73,13 +82,63 @@ def _work(filename: str, path: str, frames: int, margin: float, detect_every: in
     return detect_video(filename, path, frames, _detector, margin, detect_every)
 
 
+class Workers:
+    """The decode + detect processes (``count`` of them, each with one :class:`FaceDetector`), started
+    on creation so they import and build MTCNN while the caller loads its models, and reusable by
+    every :func:`iterate_faces` call until :meth:`close`. ``count=0``: one detector in this process.
+    """
+
+    def __init__(self, detector_kwargs: dict, count: int = 1):
+        self.detector_kwargs, self.count = dict(detector_kwargs), count
+        self._detector: FaceDetector | None = None
+        self._pool = None
+        self.restart()
+
+    def configure(self, detector_kwargs: dict, count: int | None = None) -> None:
+        """Restart with other detector settings or another process count, if they differ."""
+        count = self.count if count is None else count
+        if (dict(detector_kwargs), count) != (self.detector_kwargs, self.count):
+            self.detector_kwargs, self.count, self._detector = dict(detector_kwargs), count, None
+            self.restart()
+
+    @property
+    def detector(self) -> FaceDetector:
+        """The in-process detector (``count=0``), built on first use."""
+        if self._detector is None:
+            self._detector = FaceDetector(**self.detector_kwargs)
+        return self._detector
+
+    def submit(self, filename: str, path: str | Path, frames: int, margin: float, detect_every: int):
+        return self._pool.apply_async(_work, (filename, str(path), frames, margin, detect_every))
+
+    def restart(self) -> None:
+        """Stop every process (whatever it is doing) and start fresh ones."""
+        self.close()
+        if self.count > 0:
+            threads = max(1, torch.get_num_threads() // self.count)
+            self._pool = multiprocessing.get_context("spawn").Pool(
+                self.count, initializer=_init_worker, initargs=(self.detector_kwargs, threads))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def iterate_faces(
     videos: Sequence[tuple[str, Path]],
     plan_frames: Callable[[int], int],
     remaining: Callable[[], float],
     detector_kwargs: dict,
     margin: float,
-    workers: int = 1,
+    workers: int | Workers = 1,
     queue_size: int = 4,
     video_timeout: float = 300.0,
     detect_every: int = 1,
@@ -89,36 +148,32 @@ def iterate_faces(
     ``plan_frames(videos_left)`` gives the frame count for the next video (0: do not start it);
     ``remaining()`` the seconds left before the deadline. A video still unfinished after
     ``video_timeout`` seconds (a hung decoder, a crashed worker) becomes an error and the workers
-    are restarted. ``workers=0`` runs everything in this process (the deadline and the timeout are
-    then only checked between videos).
+    are restarted. ``workers``: a number of processes started for this call, or running
+    :class:`Workers` to reuse (restarted first if their settings differ, and after a deadline that
+    left videos in progress). ``workers=0`` runs everything in this process (the deadline and the
+    timeout are then only checked between videos).
     """
-    if workers == 0:
-        detector = FaceDetector(**detector_kwargs)
-        for i, (filename, path) in enumerate(videos):
-            frames = plan_frames(len(videos) - i)
-            if frames <= 0 or remaining() <= 0:
-                return
-            yield detect_video(filename, path, frames, detector, margin, detect_every)
-        return
-
-    context = multiprocessing.get_context("spawn")
-    threads = max(1, torch.get_num_threads() // workers)
-
-    def start_pool():
-        return context.Pool(workers, initializer=_init_worker, initargs=(detector_kwargs, threads))
-
-    pool = start_pool()
+    own = not isinstance(workers, Workers)
+    pool = Workers(detector_kwargs, workers) if own else workers
+    pool.configure(detector_kwargs)
     pending: dict[str, tuple] = {}  # filename -> (AsyncResult, path, frames, submitted at)
-    next_video = 0
     try:
+        if pool.count == 0:
+            for i, (filename, path) in enumerate(videos):
+                frames = plan_frames(len(videos) - i)
+                if frames <= 0 or remaining() <= 0:
+                    return
+                yield detect_video(filename, path, frames, pool.detector, margin, detect_every)
+            return
+        next_video = 0
         while True:
             while len(pending) < queue_size and next_video < len(videos):
                 frames = plan_frames(len(videos) - next_video)
                 if frames <= 0:
                     break
                 filename, path = videos[next_video]
-                job = pool.apply_async(_work, (filename, str(path), frames, margin, detect_every))
-                pending[filename] = (job, path, frames, time.monotonic())
+                pending[filename] = (pool.submit(filename, path, frames, margin, detect_every), path, frames,
+                                     time.monotonic())
                 next_video += 1
             if not pending:
                 return
@@ -134,16 +189,16 @@ def iterate_faces(
                     yield VideoFaces(name, frames, error=f"detection failed: {type(err).__name__}: {err}")
             stuck = [name for name, (_, _, _, t0) in pending.items() if time.monotonic() - t0 > video_timeout]
             if stuck:
-                pool.terminate()
-                pool = start_pool()
+                pool.restart()
                 for name in stuck:
                     _, _, frames, _ = pending.pop(name)
                     yield VideoFaces(name, frames, error=f"not finished after {video_timeout:g} s (decoder hung or worker died)")
                 for name, (_, path, frames, _) in list(pending.items()):
-                    pending[name] = (pool.apply_async(_work, (name, str(path), frames, margin, detect_every)),
-                                     path, frames, time.monotonic())
+                    pending[name] = (pool.submit(name, path, frames, margin, detect_every), path, frames, time.monotonic())
             if not finished:
                 time.sleep(0.02)
     finally:
-        pool.terminate()
-        pool.join()
+        if own:
+            pool.close()
+        elif pending:  # videos left running past the deadline must not hold the reused workers
+            pool.restart()

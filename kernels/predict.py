@@ -39,7 +39,7 @@ from .aggregate import STRATEGIES, aggregate
 from .budget import Budget
 from .ensemble import PRECISIONS, Ensemble
 from .kaggle import default_submission
-from .pipeline import VideoFaces, iterate_faces
+from .pipeline import VideoFaces, Workers, default_workers, iterate_faces
 from .progress import ProgressLog
 
 log = logging.getLogger("kernels.predict")
@@ -60,7 +60,7 @@ class Settings:
     detect_every: int = 1
     detector: dict = field(default_factory=dict)  # FaceDetector keyword arguments
     deadline: float | None = None
-    workers: int = 1
+    workers: int = field(default_factory=default_workers)
     video_timeout: float = 300.0
     engine: str = "local"  # or "ray" (kernels.ray_engine), embedded or on the cluster at ``address``
     address: str | None = None
@@ -106,8 +106,9 @@ def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
 
 
 def scored(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, budget: Budget, settings: Settings,
-           keep_crops: bool = False) -> Iterator[tuple[VideoFaces, dict]]:
-    """Each video's faces and progress record as it finishes, on ``settings.engine``."""
+           keep_crops: bool = False, workers: Workers | None = None) -> Iterator[tuple[VideoFaces, dict]]:
+    """Each video's faces and progress record as it finishes, on ``settings.engine`` (``workers``:
+    running detection :class:`Workers` for the local engine; default: ``settings.workers`` processes)."""
     plan = functools.partial(budget.frames_for_next, max_frames=settings.frames, min_frames=settings.min_frames)
     if settings.engine == "ray":
         from .ray_engine import scored_on_ray
@@ -115,7 +116,8 @@ def scored(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, budget: Budge
         yield from scored_on_ray(videos, ensemble, plan, budget.remaining, settings, keep_crops)
         return
     last = time.monotonic()
-    for faces in iterate_faces(videos, plan, budget.remaining, settings.detector, settings.margin, settings.workers,
+    for faces in iterate_faces(videos, plan, budget.remaining, settings.detector, settings.margin,
+                               settings.workers if workers is None else workers,
                                video_timeout=settings.video_timeout, detect_every=settings.detect_every):
         yield faces, score_faces(faces, ensemble, time.monotonic() - last)
         last = time.monotonic()
@@ -161,12 +163,13 @@ def details_path(out: Path) -> Path:
 
 def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, settings: Settings,
         fresh: bool = False, started: float | None = None,
-        on_video: Callable[[VideoFaces, dict], None] | None = None) -> pd.DataFrame:
+        on_video: Callable[[VideoFaces, dict], None] | None = None, workers: Workers | None = None) -> pd.DataFrame:
     """Score ``videos`` (``(filename, path)`` pairs) into ``out`` and its detail file; returns the details.
 
     The deadline counts from ``started`` (a ``time.monotonic()`` reading; default: now).
     ``on_video(faces, record)`` is called for each video scored by this call (not for those resumed),
-    with its crops and its progress record.
+    with its crops and its progress record. ``workers``: running detection :class:`Workers` to use
+    (default: ``settings.workers`` processes started for this call).
     """
     budget = Budget(settings.deadline, start=started)
     for name, model in zip(ensemble.names, ensemble.models):
@@ -190,7 +193,8 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
 
     refresh()
     with logging_redirect_tqdm():
-        stage = scored(todo, ensemble, budget, settings, keep_crops=on_video is not None)
+        stage = scored(todo, ensemble, budget, settings, keep_crops=on_video is not None,
+                       workers=workers)
         for faces, record in tqdm(stage, total=len(todo), desc="predict", unit="video"):
             budget.record(faces.frames_requested, record["seconds"])
             if record["status"] != "ok":
@@ -251,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flag(p, default, "prior", "label for videos that cannot be scored")
     add_field_flag(p, default, "eps", "clip labels to [eps, 1 - eps]")
     p.add_argument("--shard", help="i/n: score only shard i of n (0-based); join shards with submission.merge")
-    add_field_flag(p, default, "workers", "decode+detect processes beside the models (0: all in one process)")
+    add_field_flag(p, default, "workers", "decode+detect processes beside the models, started while the models load "
+                   "(0: all in one process; by default 1 with 2+ CPUs or a GPU, else 0)")
     add_engine_arguments(p, default)
     add_field_flag(p, default, "video_timeout", "give up on a video after this many seconds")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -267,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    local = args.workers if args.engine == "local" else 0  # on Ray, detection runs in Ray's tasks
+    with Workers(detector_settings(args), local) as workers:  # they start while the models load
+        return score_folder(args, workers, started)
+
+
+def score_folder(args: argparse.Namespace, workers: Workers, started: float) -> int:
+    """The command's work once its detection workers are starting; returns the exit status."""
     weights = args.weights or default_weights()
     if not weights:
         log.error("no checkpoint in %s: pass --weights (see README: Train)", WEIGHTS_DIR)
@@ -289,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%d videos, model(s) %s in %s, strategy %s", len(named), ensemble.names,
              ensemble.precisions, settings.strategy)
     try:
-        details = run(named, ensemble, args.out, settings, args.fresh, started)
+        details = run(named, ensemble, args.out, settings, args.fresh, started, workers=workers)
     except OSError as err:  # a read-only folder, a full disk: earlier outputs stay as they were
         log.error("cannot write the outputs beside %s: %s", args.out, err)
         return 3

@@ -24,6 +24,8 @@ KERNEL_THRESHOLDS = (0.7, 0.8, 0.8)
 #: Stricter thresholds for building training crops (the winner's preprocessing): a missed face costs
 #: one training sample, a false positive teaches the model a wrong label.
 TRAINING_THRESHOLDS = (0.85, 0.95, 0.95)
+#: facenet-pytorch's default ``min_face_size``: the smallest face MTCNN's pyramid looks for, in pixels.
+MTCNN_MIN_FACE = 20
 
 
 def detection_scale(height: int, width: int) -> float:
@@ -40,6 +42,15 @@ def detection_scale(height: int, width: int) -> float:
     if side <= 1900:
         return 0.5
     return 0.33
+
+
+def min_face_size(min_size: float, height: int, width: int) -> float:
+    """MTCNN's ``min_face_size`` for a ``height`` x ``width`` frame: the smallest face kept (``min_size``
+    of the short side) in pixels of the frame MTCNN sees (after :func:`detection_scale`), never below
+    :data:`MTCNN_MIN_FACE`. The pyramid then starts at the first size a kept face can have: a larger
+    ``min_size`` means fewer, smaller levels, and MTCNN still finds faces down to about 0.6 of it.
+    """
+    return max(float(MTCNN_MIN_FACE), min_size * min(height, width) * detection_scale(height, width))
 
 
 def default_device() -> torch.device:
@@ -69,7 +80,8 @@ class FaceDetector:
         thresholds: MTCNN's three stage thresholds (see :data:`KERNEL_THRESHOLDS`).
         min_score: drop detections whose final MTCNN probability is lower.
         min_size: drop boxes whose shorter side is below this fraction of the frame's shorter side
-            (1.5% is about 16 px in a 1080p frame: too small to judge a fake by).
+            (1.5% is about 16 px in a 1080p frame: too small to judge a fake by); MTCNN's pyramid
+            starts at this size (:func:`min_face_size`).
         batch_size: frames per MTCNN call (default 32: a video's frames at once). Batching pays on
             a GPU, and on this 2-core CPU too: 1.58 s vs 1.72 s per video of 32 frames in a loop
             (``tests/benchmarks/bench_extract.py``).
@@ -99,6 +111,7 @@ class FaceDetector:
         scale = detection_scale(height, width)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        self.mtcnn.min_face_size = min_face_size(self.min_size, height, width)
         results = []
         for start in range(0, len(frames), self.batch_size):
             chunk = frames[start : start + self.batch_size]

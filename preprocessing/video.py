@@ -1,4 +1,4 @@
-"""Reading evenly spaced frames from a video by streaming, never by seeking.
+"""Reading evenly spaced frames from a video: by streaming, or for a long video by seeking.
 
 Frames come out as upright RGB ``uint8`` arrays (``H x W x 3``): OpenCV's FFmpeg backend applies the
 container's rotation metadata, so a phone clip recorded sideways is returned the way it is shown.
@@ -133,6 +133,39 @@ def _stream(path: str, wanted: np.ndarray, max_side: int | None) -> tuple[list[i
         capture.release()
 
 
+def _seek(path: str, wanted: np.ndarray, max_side: int | None) -> tuple[list[int], list[np.ndarray], bool]:
+    """Decode the ``wanted`` frames of ``path`` by seeking to each (OpenCV's FFmpeg backend jumps to
+    the keyframe before it and decodes forward), or by grabbing forward where it is at most
+    :data:`SEEK_GAP` frames ahead. Returns the kept indices and RGB images, and whether the stream
+    ends right after the last wanted frame (else its declared length is wrong)."""
+    capture = _open(path)
+    indices, images = [], []
+    try:
+        position = 0
+        for index in (int(i) for i in wanted):
+            if index - position > SEEK_GAP:
+                capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+                position = int(capture.get(cv2.CAP_PROP_POS_FRAMES))
+            while position < index and capture.grab():
+                position += 1
+            ok, bgr = capture.read() if position == index else (False, None)
+            if not ok or bgr is None:
+                return indices, images, False
+            indices.append(index)
+            images.append(cv2.cvtColor(shrink(bgr, max_side), cv2.COLOR_BGR2RGB))
+            position += 1
+        return indices, images, not capture.grab()
+    finally:
+        capture.release()
+
+
+#: Seek when sampled frames lie more than this many frames apart; stream otherwise. Streaming decodes
+#: every frame up to the last sampled one, seeking decodes from the keyframe before each sample: on
+#: DFDC's 1080p H.264 (a keyframe every ~160 frames) both cost the same 75 frames apart, and seeking
+#: is 1.8x faster 150 apart (``tests/benchmarks/bench_video.py``).
+SEEK_GAP = 80
+
+
 #: Evenly spaced frames read per video by default, by every command (DFDC's winner read 32).
 FRAMES = 32
 
@@ -141,11 +174,15 @@ FRAMES = 32
 MAX_SIDE = 3840
 
 
-def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None = MAX_SIDE) -> Frames:
+def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None = MAX_SIDE,
+                seek: bool | None = None) -> Frames:
     """Read ``n`` evenly spaced frames of ``path`` (fewer if the video is shorter), in stream order.
 
-    Every frame up to the last wanted one is grabbed and only the wanted ones are decoded to images,
-    which is an order of magnitude faster than seeking. When the container's frame count is missing
+    Streamed (``seek=False``): every frame up to the last wanted one is grabbed and only the wanted
+    ones are decoded to images, so the cost follows the video's length. Seeking (``seek=True``):
+    each wanted frame is decoded from the keyframe before it, so the cost follows ``n``; ``None``
+    seeks where the wanted frames lie more than :data:`SEEK_GAP` frames apart. Both give the same
+    indices and pixels; a seek that fails falls back to streaming. When the container's frame count is missing
     or wrong, the true count is found and the frames are sampled over it, so indices are always
     distinct and match the stream. Frames with a long side over ``max_side`` are shrunk to it
     (``Frames.scale``). Raises :class:`VideoReadError` for a file that yields no frame.
@@ -160,7 +197,13 @@ def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None =
     frame_count = declared if declared > 0 else _count_frames(path)
     if frame_count == 0:
         raise VideoReadError(path, "no decodable frame (empty or corrupted stream)")
-    indices, images, grabbed, overran = _stream(path, sample_indices(frame_count, n), max_side)
+    wanted = sample_indices(frame_count, n)
+    if declared > 0 and (seek if seek is not None else frame_count > SEEK_GAP * len(wanted)):
+        indices, images, exact = _seek(path, wanted, max_side)
+        if exact and len(indices) == len(wanted):
+            return _frames(path, indices, images, frame_count, fps, capture_size)
+        log.info("%s: seeking failed or the declared length is wrong; streaming", path)
+    indices, images, grabbed, overran = _stream(path, wanted, max_side)
     if grabbed < frame_count or overran:
         true_count = grabbed if grabbed < frame_count else _count_frames(path)
         if true_count == 0:
@@ -170,6 +213,11 @@ def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None =
         indices, images, _, _ = _stream(path, sample_indices(frame_count, n), max_side)
     if not images:
         raise VideoReadError(path, "no decodable frame (frames present but none could be decoded)")
+    return _frames(path, indices, images, frame_count, fps, capture_size)
+
+
+def _frames(path: str, indices: list[int], images: list[np.ndarray], frame_count: int, fps: float,
+            capture_size: tuple[float, float]) -> Frames:
     height, width = images[0].shape[:2]
     scale = max(height, width) / max(int(capture_size[0]), int(capture_size[1]), 1)
     return Frames(path, np.asarray(indices, dtype=np.int64), images, frame_count, fps, min(scale, 1.0))

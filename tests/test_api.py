@@ -1,4 +1,5 @@
 """The notebook API: tables per video, track and frame that agree with the kernel's own outputs."""
+import multiprocessing
 from pathlib import Path
 
 import cv2
@@ -7,8 +8,9 @@ import pandas as pd
 import pytest
 
 from kernels.aggregate import STRATEGIES, aggregate
-from kernels.api import Scores, score_videos
+from kernels.api import Scorer, Scores, score_videos
 from preprocessing.video import read_frames, sample_indices
+from tests.conftest import DEMO_WEIGHTS
 
 FAKE, REAL = "FAKE/0_aaqaifqrwn.mp4_0_0.mp4", "REAL/0_aayrffkzxn.mp4_0_0.mp4"
 
@@ -79,3 +81,17 @@ def test_crops_as_png_paths_are_lossless_and_a_resumed_run_keeps_its_scores(demo
     assert resumed.frames["crop"].isna().all()
     np.testing.assert_allclose(resumed.frames["prob"], first.frames["prob"])
     assert resumed.videos["label"].tolist() == first.videos["label"].tolist()
+
+
+def test_a_scorer_starts_its_worker_and_loads_its_models_once(demo_scores, tmp_path):
+    expected, _, folder, _ = demo_scores
+    with Scorer([DEMO_WEIGHTS], precision="fp32", frames=3, workers=1, strategy="confident") as scorer:
+        workers = {p.pid for p in multiprocessing.active_children()}
+        ensemble = scorer.ensemble
+        first = scorer.score(folder, tmp_path / "a" / "submission.csv")
+        assert {p.pid for p in multiprocessing.active_children()} == workers != set()
+        again = scorer.score(folder, tmp_path / "b" / "submission.csv")
+        assert {p.pid for p in multiprocessing.active_children()} == workers and scorer.ensemble is ensemble
+    assert not multiprocessing.active_children()
+    for scores in (first, again):  # the worker's crops are the in-process ones
+        pd.testing.assert_frame_equal(scores.frames.drop(columns="crop"), expected.frames.drop(columns="crop"))

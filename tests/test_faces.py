@@ -4,7 +4,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from preprocessing.detect import FaceDetector, detection_scale
+from preprocessing.detect import MTCNN_MIN_FACE, FaceDetector, detection_scale, min_face_size
 from preprocessing.faces import find_faces
 from preprocessing.geometry import box_iou, expand_box
 from preprocessing.tracks import link_tracks
@@ -122,6 +122,31 @@ def test_crops_carry_the_30_percent_margin_and_their_landmarks(data_dir):
             assert face.crop.shape[0] == pytest.approx(1.6 * height, abs=2)
         lm = face.crop_landmarks
         assert np.all((lm >= 0) & (lm < [face.crop.shape[1], face.crop.shape[0]]))
+
+
+def pyramid_levels(detector: FaceDetector, image: np.ndarray) -> tuple[int, list]:
+    """P-Net calls (one per pyramid level) and the detections of one frame."""
+    calls = []
+    hook = detector.mtcnn.pnet.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        found = detector([image])
+    finally:
+        hook.remove()
+    return len(calls), found[0]
+
+
+def test_the_pyramid_starts_at_the_smallest_face_kept(data_dir):
+    """``--min-size`` sets MTCNN's ``min_face_size``: fewer levels, and a face just above it is still found."""
+    image = read_frames(data_dir / "ffpp/original_sequences/youtube/c40/videos/183.mp4", 1).images[0]
+    height, width = image.shape[:2]
+    default_levels, found = pyramid_levels(FaceDetector(), image)
+    side = float(min(found.boxes[0, 2] - found.boxes[0, 0], found.boxes[0, 3] - found.boxes[0, 1]))
+    limit = side / 1.05 / min(height, width)  # the face is 5% above the smallest kept
+    assert min_face_size(limit, height, width) > 2 * MTCNN_MIN_FACE  # the test means something
+    levels, near_limit = pyramid_levels(FaceDetector(min_size=limit), image)
+    assert len(near_limit) == 1 and box_iou(near_limit.boxes, found.boxes)[0, 0] > 0.9
+    assert levels <= default_levels - 2  # each level is 0.709 of the last: 2+ levels per doubling
+    assert min_face_size(0.015, 1080, 1920) == MTCNN_MIN_FACE  # never deeper than MTCNN's default
 
 
 def test_batched_and_looped_detection_agree(data_dir):

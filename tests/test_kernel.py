@@ -19,6 +19,7 @@ from kernels import predict
 from kernels.aggregate import aggregate, confident, mean, sharpen
 from kernels.budget import Budget
 from kernels.ensemble import Ensemble
+from models.checkpoint import save_checkpoint
 from preprocessing.sample import render_sample
 from preprocessing.video import read_frames
 from submission.io import read_submission, videos_in
@@ -374,3 +375,28 @@ def test_the_main_job_runs_on_its_embedded_default(tmp_path, monkeypatch):
     assert (details["status"] == "ok").all() and details["tracks"].tolist() == [1, 2]
     assert "score_lite0" in details  # the shipped checkpoint was used
     assert read_submission(tmp_path / "submission" / "submission.csv")["label"].between(0.01, 0.99).all()
+
+
+def test_the_precision_verdict_is_cached_per_machine_and_checkpoint(checkpoint, tmp_path, monkeypatch):
+    from kernels import ensemble as module
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("no native bf16 on this CPU: auto never probes")
+    monkeypatch.setenv(module.CACHE_ENV, str(tmp_path / "cache"))
+    probes = []
+    probe = module._probe_verdict
+    monkeypatch.setattr(module, "_probe_verdict", lambda *a: probes.append(1) or probe(*a))
+
+    first = Ensemble.load([checkpoint]).precisions
+    assert len(probes) == 1 and Ensemble.load([checkpoint]).precisions == first and len(probes) == 1
+    verdicts = json.loads((tmp_path / "cache" / "precision.json").read_text())
+    assert list(verdicts.values()) == first
+    model = module.load_model(checkpoint, "cpu")
+    with torch.no_grad():  # a retrained checkpoint: same file name, other weights
+        next(model.parameters()).add_(1e-3)
+    save_checkpoint(tmp_path / checkpoint.name, model)
+    Ensemble.load([tmp_path / checkpoint.name])
+    assert len(probes) == 2
+    monkeypatch.setattr(module, "machine_id", lambda: "another machine")
+    Ensemble.load([checkpoint])
+    assert len(probes) == 3 and len(json.loads((tmp_path / "cache" / "precision.json").read_text())) == 3

@@ -4,10 +4,12 @@ import cv2
 import numpy as np
 import pytest
 
+from preprocessing import video
 from preprocessing.video import VideoReadError, find_videos, read_frames, sample_indices
 from tests.clips import frame_number, lie_about_length, numbered_frames, rotate_clip, write_clip
 
 FFPP_ORIGINAL = "ffpp/original_sequences/youtube/c40/videos/183.mp4"
+stream = video._stream
 
 
 @pytest.mark.parametrize(
@@ -51,6 +53,32 @@ def test_streamed_frames_equal_sequentially_decoded_ones(data_dir):
         np.testing.assert_array_equal(image, oracle[int(index)])
 
 
+def concatenated(clips: list[Path], path: Path) -> Path:
+    """The clips one after another, re-encoded into one MPEG-4 file (a keyframe every 12 frames)."""
+    captures = [cv2.VideoCapture(str(c)) for c in clips]
+    return write_clip(path, [bgr for capture in captures for ok, bgr in iter(capture.read, (False, None)) if ok], 25)
+
+
+@pytest.mark.parametrize("clip, n", [("long", 6), (FFPP_ORIGINAL, 4)])
+def test_seeking_gives_the_streamed_indices_and_pixels(data_dir, tmp_path, monkeypatch, clip, n):
+    """A long video (shared face clips end to end) is read by seeking: same frames as streaming.
+    So is a real H.264 clip (with B-frames) when seeking is asked for."""
+    if clip == "long":
+        path = concatenated(sorted((data_dir / "dfdc_face_crops").rglob("*.mp4"))[:4], tmp_path / "long.mp4")
+    else:
+        path = data_dir / clip
+    streamed = read_frames(path, n, seek=False)
+    assert streamed.frame_count > video.SEEK_GAP * n  # long enough for seeking to be chosen
+    streams = []
+    monkeypatch.setattr(video, "_stream", lambda *a: streams.append(1) or stream(*a))
+    sought = read_frames(path, n)
+    assert not streams  # the seeking path, and it did not fall back
+    assert sought.indices.tolist() == streamed.indices.tolist() == sample_indices(streamed.frame_count, n).tolist()
+    assert sought.frame_count == streamed.frame_count
+    for a, b in zip(sought.images, streamed.images, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_short_video_gives_every_frame_once(tmp_path):
     path = write_clip(tmp_path / "short.mp4", numbered_frames(10))
     frames = read_frames(path, 32)
@@ -58,12 +86,13 @@ def test_short_video_gives_every_frame_once(tmp_path):
     assert [frame_number(im) for im in frames.images] == list(range(10))
 
 
+@pytest.mark.parametrize("seek", [None, True])
 @pytest.mark.parametrize("declared", [60, 5, 1])
-def test_lying_frame_count_is_corrected_without_desync(tmp_path, declared):
+def test_lying_frame_count_is_corrected_without_desync(tmp_path, declared, seek):
     honest = write_clip(tmp_path / "honest.avi", numbered_frames(20), fourcc="MJPG")
     path = lie_about_length(honest, tmp_path / f"claims_{declared}.avi", declared)
     assert cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FRAME_COUNT) == declared
-    frames = read_frames(path, 8)
+    frames = read_frames(path, 8, seek=seek)
     assert frames.frame_count == 20
     assert frames.indices.tolist() == sample_indices(20, 8).tolist()
     assert [frame_number(im) for im in frames.images] == frames.indices.tolist()

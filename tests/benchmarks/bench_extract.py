@@ -10,28 +10,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from preprocessing.detect import FaceDetector
 from preprocessing.faces import find_faces
-from preprocessing.video import find_videos, read_frames, sample_indices
+from preprocessing.video import find_videos, read_frames
 from tests.conftest import find_data
-
-
-def read_by_seeking(path: Path, n: int) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    for index in sample_indices(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), n):
-        capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
-        ok, frame = capture.read()
-        if ok:
-            frames.append(frame)
-    capture.release()
-    return frames
 
 
 def timed(fn, *args):
@@ -56,8 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     rows = []
     for clip in clips:
-        t_stream, frames = timed(read_frames, clip, args.frames)
-        t_seek, _ = timed(read_by_seeking, clip, args.frames)
+        t_stream, frames = timed(partial(read_frames, seek=False), clip, args.frames)
+        t_seek, _ = timed(partial(read_frames, seek=True), clip, args.frames)
         t_loop, _ = timed(loop, frames.images)
         t_batch, _ = timed(batched, frames.images)
         t_all, _ = timed(find_faces, frames, loop)
