@@ -25,7 +25,6 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from preprocessing.detect import add_detector_arguments, detector_settings
 from preprocessing.fileio import atomic_write
-from preprocessing.geometry import DEFAULT_MARGIN
 from preprocessing.logs import configure_logging
 from preprocessing.sample import resolve_videos
 from training.checkpoint import CheckpointError
@@ -33,7 +32,8 @@ from training.checkpoint import CheckpointError
 from .aggregate import STRATEGIES, aggregate
 from .budget import Budget
 from .ensemble import PRECISIONS, Ensemble
-from .pipeline import VideoFaces, iterate_faces
+from .pipeline import Cutting, VideoFaces, iterate_faces
+from .presets import PRESETS, Preset
 from .progress import ProgressLog
 
 log = logging.getLogger("kernels.predict")
@@ -48,11 +48,13 @@ class Settings:
 
     frames: int = 32
     min_frames: int = 8
-    strategy: str = "confident"
+    strategy: str | None = None  # None: each model's own rule (its crop spec's aggregate)
     prior: float = 0.5
     eps: float = 0.01
-    margin: float = DEFAULT_MARGIN
     detect_every: int = 1
+    tracking: bool = True
+    max_faces: int | None = None
+    floor: bool = False
     detector: dict = field(default_factory=dict)  # FaceDetector keyword arguments
     deadline: float | None = None
     workers: int = 1
@@ -60,9 +62,19 @@ class Settings:
 
     def signature(self, ensemble: Ensemble) -> dict:
         """What a resumed run must share with the run it continues."""
-        detection = {k: v for k, v in self.detector.items() if k in ("thresholds", "min_score", "min_size")}
+        detection = {k: v for k, v in self.detector.items()
+                     if k in ("thresholds", "min_score", "min_size", "scale", "resample")}
         return {"weights": ensemble.digests, "frames": self.frames, "min_frames": self.min_frames,
-                "margin": self.margin, "detect_every": self.detect_every, **{k: list(v) if isinstance(v, tuple) else v for k, v in detection.items()}}
+                "specs": [m.spec.to_dict() for m in ensemble.models], "detect_every": self.detect_every,
+                "tracking": self.tracking, "max_faces": self.max_faces, "floor": self.floor,
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in detection.items()}}
+
+    def strategy_of(self, model) -> str:
+        """The frame -> video rule for ``model``: the one asked for, else the model's own."""
+        return self.strategy or model.spec.aggregate
+
+    def cutting(self, ensemble: Ensemble) -> Cutting:
+        return Cutting(ensemble.crop_specs, self.detect_every, self.tracking, self.max_faces, self.floor)
 
 
 def default_weights() -> list[Path]:
@@ -91,7 +103,7 @@ def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
         record.update(status="prior", reason=faces.error)
     else:
         try:
-            record["probs"] = {k: np.round(v.astype(np.float64), 6).tolist() for k, v in ensemble.predict(faces.crops).items()}
+            record["probs"] = {k: np.round(v.astype(np.float64), 6).tolist() for k, v in ensemble.predict(faces.cuts).items()}
         except Exception as err:  # a model failing on one video must not end the run
             record.update(status="prior", reason=f"model failed: {type(err).__name__}: {err}")
     record["seconds"] = round(seconds, 3)
@@ -103,7 +115,7 @@ def label_of(record: dict | None, ensemble: Ensemble, settings: Settings) -> tup
     strategy, then the model's calibration)."""
     if record is None or record["status"] != "ok":
         return float(np.clip(settings.prior, settings.eps, 1 - settings.eps)), {}
-    scores = {name: model.calibration(aggregate(record["probs"][name], record["track_ids"], settings.strategy))
+    scores = {name: model.calibration(aggregate(record["probs"][name], record["track_ids"], settings.strategy_of(model)))
               for name, model in zip(ensemble.names, ensemble.models)}
     return float(np.clip(ensemble.combine(scores), settings.eps, 1 - settings.eps)), scores
 
@@ -148,8 +160,9 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
     budget = Budget(settings.deadline, start=started)
     for name, model in zip(ensemble.names, ensemble.models):
         fitted_on = model.calibration.strategy
-        if fitted_on and fitted_on != settings.strategy:
-            log.warning("%s: calibrated on %r video scores, applied to %r ones", name, fitted_on, settings.strategy)
+        if fitted_on and fitted_on != settings.strategy_of(model):
+            log.warning("%s: calibrated on %r video scores, applied to %r ones", name, fitted_on,
+                        settings.strategy_of(model))
     progress = ProgressLog(out.with_suffix(".progress.jsonl"), settings.signature(ensemble), fresh)
     todo = [(name, path) for name, path in videos if name not in progress.records]
     if len(todo) < len(videos):
@@ -169,8 +182,8 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
     last = time.monotonic()
     with logging_redirect_tqdm():
         stage = iterate_faces(todo, lambda left: budget.frames_for_next(left, settings.frames, settings.min_frames),
-                              budget.remaining, settings.detector, settings.margin, settings.workers,
-                              video_timeout=settings.video_timeout, detect_every=settings.detect_every)
+                              budget.remaining, settings.detector, settings.cutting(ensemble), settings.workers,
+                              video_timeout=settings.video_timeout)
         for faces in tqdm(stage, total=len(todo), desc="predict", unit="video"):
             record = score_faces(faces, ensemble, time.monotonic() - last)
             budget.record(faces.frames_requested, time.monotonic() - last)
@@ -201,14 +214,16 @@ def named_videos(given: Sequence[Path] | None, sample_dir: Path) -> list[tuple[s
 
 def predict_folder(videos: str | Path | Sequence[str | Path], weights: Sequence[str | Path] | None = None,
                    out: str | Path = DEFAULT_OUT, device: str | None = None, precision: str = "auto",
-                   model_weights: Sequence[float] | None = None, fresh: bool = False, **settings) -> pd.DataFrame:
+                   model_weights: Sequence[float] | None = None, fresh: bool = False, spec: dict | None = None,
+                   **settings) -> pd.DataFrame:
     """Notebook entry point: score a folder (or a list of files) and return the per-video details.
 
-    ``settings`` are :class:`Settings` fields (``frames``, ``strategy``, ``deadline``, ``workers``...).
+    ``spec``: crop spec fields replacing every checkpoint's own (``{"margin": 0.25}``); ``settings``
+    are :class:`Settings` fields (``frames``, ``strategy``, ``deadline``, ``workers``...).
     """
     given = [Path(videos)] if isinstance(videos, (str, Path)) else [Path(v) for v in videos]
     named = named_videos(given, Path(out).parent / "sample_videos")
-    ensemble = Ensemble.load(weights or default_weights(), model_weights, device, precision)
+    ensemble = Ensemble.load(weights or default_weights(), model_weights, device, precision, spec=spec)
     return run(named, ensemble, Path(out), Settings(**settings), fresh)
 
 
@@ -226,8 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect-every", type=int, default=1,
                    help="run MTCNN on every k-th frame and interpolate the boxes between (default: 1)")
     p.add_argument("--deadline", type=float, help="seconds for the whole folder, from start to written CSV")
-    p.add_argument("--strategy", choices=sorted(STRATEGIES), default="confident",
-                   help="frame -> video aggregation (default: %(default)s)")
+    p.add_argument("--strategy", choices=sorted(STRATEGIES),
+                   help="frame -> video aggregation (default: each checkpoint's own, from its crop spec)")
+    p.add_argument("--margin", type=float,
+                   help="crop margin per side, a fraction of the box (default: each checkpoint's own)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="a published solution's inference recipe (frames, detection, faces kept); "
+                        "flags given explicitly still win")
     p.add_argument("--prior", type=float, default=0.5, help="label for videos that cannot be scored (default: 0.5)")
     p.add_argument("--eps", type=float, default=0.01, help="clip labels to [eps, 1 - eps] (default: 0.01)")
     p.add_argument("--shard", help="i/n: score only shard i of n (0-based); join shards with submission.merge")
@@ -245,14 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    preset = PRESETS.get(parser.parse_known_args(argv)[0].preset) or Preset()
+    parser.set_defaults(**preset.flags)
+    args = parser.parse_args(argv)
     configure_logging(args.verbose)
     weights = args.weights or default_weights()
     if not weights:
         log.error("no checkpoint in %s: pass --weights (see README: Train)", WEIGHTS_DIR)
         return 2
     try:
-        ensemble = Ensemble.load(weights, args.model_weights, args.device, args.precision)
+        ensemble = Ensemble.load(weights, args.model_weights, args.device, args.precision,
+                                 spec={"margin": args.margin})
     except (CheckpointError, ValueError) as err:
         log.error("%s", err)
         return 2
@@ -264,9 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(frames=args.frames, min_frames=args.min_frames, detect_every=args.detect_every,
                         strategy=args.strategy, prior=args.prior,
                         eps=args.eps, deadline=args.deadline, workers=args.workers,
-                        video_timeout=args.video_timeout, detector=detector_settings(args))
+                        video_timeout=args.video_timeout, detector={**detector_settings(args), **preset.detector},
+                        **preset.settings)
     log.info("%d videos, model(s) %s in %s, strategy %s", len(named), ensemble.names,
-             ensemble.precisions, settings.strategy)
+             ensemble.precisions, settings.strategy or "each model's own")
     try:
         details = run(named, ensemble, args.out, settings, args.fresh, started)
     except OSError as err:  # a read-only folder, a full disk: earlier outputs stay as they were

@@ -62,8 +62,10 @@ def find_videos(root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
 
 
-def sample_indices(frame_count: int, n: int) -> np.ndarray:
-    """``n`` evenly spaced, distinct frame indices in ``[0, frame_count)``, first and last included.
+def sample_indices(frame_count: int, n: int, floor: bool = False) -> np.ndarray:
+    """``n`` evenly spaced, distinct frame indices in ``[0, frame_count)``, first and last included:
+    ``linspace(0, frame_count - 1, n)`` rounded (or, with ``floor``, truncated as the DFDC winner's
+    ``dtype=int`` did).
 
     Returns every index when the video has ``n`` frames or fewer.
     """
@@ -71,7 +73,8 @@ def sample_indices(frame_count: int, n: int) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     if n >= frame_count:
         return np.arange(frame_count, dtype=np.int64)
-    return np.unique(np.linspace(0, frame_count - 1, n).round().astype(np.int64))
+    spaced = np.linspace(0, frame_count - 1, n)
+    return np.unique((spaced if floor else spaced.round()).astype(np.int64))
 
 
 def _open(path: str) -> cv2.VideoCapture:
@@ -138,14 +141,15 @@ def _stream(path: str, wanted: np.ndarray, max_side: int | None) -> tuple[list[i
 MAX_SIDE = 3840
 
 
-def read_frames(path: str | os.PathLike, n: int = 32, max_side: int | None = MAX_SIDE) -> Frames:
+def read_frames(path: str | os.PathLike, n: int = 32, max_side: int | None = MAX_SIDE, floor: bool = False) -> Frames:
     """Read ``n`` evenly spaced frames of ``path`` (fewer if the video is shorter), in stream order.
 
     Every frame up to the last wanted one is grabbed and only the wanted ones are decoded to images,
     which is an order of magnitude faster than seeking. When the container's frame count is missing
     or wrong, the true count is found and the frames are sampled over it, so indices are always
     distinct and match the stream. Frames with a long side over ``max_side`` are shrunk to it
-    (``Frames.scale``). Raises :class:`VideoReadError` for a file that yields no frame.
+    (``Frames.scale``); ``floor``: see :func:`sample_indices`. Raises :class:`VideoReadError` for a
+    file that yields no frame.
     """
     path = str(path)
     capture = _open(path)
@@ -157,14 +161,14 @@ def read_frames(path: str | os.PathLike, n: int = 32, max_side: int | None = MAX
     frame_count = declared if declared > 0 else _count_frames(path)
     if frame_count == 0:
         raise VideoReadError(path, "no decodable frame (empty or corrupted stream)")
-    indices, images, grabbed, overran = _stream(path, sample_indices(frame_count, n), max_side)
+    indices, images, grabbed, overran = _stream(path, sample_indices(frame_count, n, floor), max_side)
     if grabbed < frame_count or overran:
         true_count = grabbed if grabbed < frame_count else _count_frames(path)
         if true_count == 0:
             raise VideoReadError(path, "no decodable frame (truncated or corrupted stream)")
         log.info("%s: container declares %d frames, stream holds %d; resampled", path, declared, true_count)
         frame_count = true_count
-        indices, images, _, _ = _stream(path, sample_indices(frame_count, n), max_side)
+        indices, images, _, _ = _stream(path, sample_indices(frame_count, n, floor), max_side)
     if not images:
         raise VideoReadError(path, "no decodable frame (frames present but none could be decoded)")
     height, width = images[0].shape[:2]

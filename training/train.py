@@ -41,6 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from preprocessing.cropspec import read_crop_entry
 from preprocessing.fileio import atomic_write, write_json
 from preprocessing.logs import configure_logging
 
@@ -54,7 +55,7 @@ from .pretrained import SOURCES
 from .selfblend import SelfBlend
 from .statedict import weights_mismatch
 from .strict import ConfigError, strict_fields
-from .zoo import DeepfakeClassifier, ModelConfig, build_model
+from .zoo import DeepfakeClassifier, ModelConfig, build_model, default_spec
 
 logger = logging.getLogger("training.train")  # the same name under python -m
 
@@ -285,6 +286,9 @@ def fit(
         state = _resume_state(out, model_config, cfg, ctx.world_size) if resume else None
         precision = Precision.resolve(cfg.precision, ctx.device, cfg.channels_last)
         model, ema = _models(model_config, cfg, ctx, precision, pretrained_file, state, out / "last.pt")
+        crop = read_crop_entry(train_set.root) if hasattr(train_set, "root") else {}
+        for each in (model, ema.module if ema is not None else model):  # its checkpoints store the crops it learns from
+            each.spec = default_spec(model_config, **crop)
         train_loader, val_loader = _loaders(train_set, val_set, cfg, ctx)
         iterations = cfg.iterations or len(train_loader)
         optimizer = _optimizer(cfg, model)
