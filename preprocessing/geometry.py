@@ -74,11 +74,10 @@ def fitted_size(height: int, width: int, size: tuple[int, int], truncate: bool =
     """``(new_w, new_h)`` of an image scaled, aspect kept, to fit ``size`` = (width, height) with one
     side touching: that side gets the target exactly, the other ``side * scale`` rounded (or
     truncated, the DFDC winner's ``int``), at least 1 pixel."""
-    scale = min(size[0] / width, size[1] / height)
     snap = int if truncate else round
-    if size[0] / width <= size[1] / height:
-        return size[0], max(1, snap(height * scale))
-    return max(1, snap(width * scale)), size[1]
+    if size[0] / width < size[1] / height:  # a tie (a square into a square) goes to the height, as the winner's did
+        return size[0], max(1, snap(height * (size[0] / width)))
+    return max(1, snap(width * (size[1] / height))), size[1]
 
 
 def resize_and_pad(
