@@ -21,9 +21,10 @@ class Preset:
 
 PRESETS = {
     # 1st place (selimsef/dfdc_deepfake_challenge, kernel_utils.py): 32 frames at int(linspace(0, n - 1, 32)),
-    # MTCNN 0.7/0.8/0.8 on each frame halved with PIL (boxes x 2), every face of every frame, at most 127.
+    # MTCNN 0.7/0.8/0.8 on each frame alone (batched MTCNN moves boxes by a float32 ulp, and int() can
+    # turn that into a pixel), halved with PIL (boxes x 2); every face of every frame, at most 127.
     "selim": Preset(
-        flags={"frames": 32, "thresholds": (0.7, 0.8, 0.8), "min_score": 0.0, "min_size": 0.0},
+        flags={"frames": 32, "thresholds": (0.7, 0.8, 0.8), "min_score": 0.0, "min_size": 0.0, "batch_size": 1},
         settings={"tracking": False, "max_faces": 127, "floor": True},
         detector={"scale": 0.5, "resample": "pil"},
     ),

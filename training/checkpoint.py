@@ -119,7 +119,8 @@ def _write(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 
 
 #: What a shipped checkpoint keeps: everything but the state a resumed run needs.
-SHIPPED = ("format", "version", "model", "crop_spec", "state_dict", "epoch", "metrics", "train", "calibration")
+SHIPPED = ("format", "version", "model", "crop_spec", "state_dict", "epoch", "metrics", "train", "calibration",
+           "source")
 
 
 def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> None:
