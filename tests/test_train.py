@@ -26,7 +26,7 @@ from training.checkpoint import load_model, read_checkpoint
 from training.dataset import LANDMARK_COLUMNS, read_crop
 from training.engine import Precision, balanced_bce, label_metrics, train_one_epoch, video_metrics
 from training.train import RunConfig, TrainConfig, _seed, fit, load_config, main, make_datasets
-from training.zoo import ConfigError, ModelConfig, build_model, to_batch
+from training.zoo import ConfigError, ModelConfig, build_model, default_spec, to_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = ModelConfig("mobilenetv3_small_050", 64, dropout=0.2)  # dropout: resume must reproduce the RNG too
@@ -369,6 +369,7 @@ def test_the_cli_trains_a_fold_into_a_checkpoint_the_kernel_reads_alike(faces_pr
     # The best checkpoint, loaded as the kernel loads it and fed the kernel's tensors, scores every
     # validation video as validation did.
     model = load_model(out / "best.pt")
+    assert read_checkpoint(out / "best.pt")["crop_spec"] == default_spec(TINY).to_dict()  # its input contract travels
     crops = pd.read_csv(faces_prepared / "crops.csv")
     videos = pd.read_csv(out / "best_videos.csv").set_index("video")
     assert set(videos.index) == set(crops.video[crops.fold == 1])
