@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models import calibration
+from models.checkpoint import CheckpointError, amend_checkpoint, read_checkpoint
+from models.metrics import label_metrics
 from preprocessing.fileio import write_json
 from preprocessing.logs import configure_logging
-from training import calibration
-from training.checkpoint import CheckpointError, amend_checkpoint, read_checkpoint
-from training.engine import label_metrics
 
 from .aggregate import STRATEGIES, aggregate
 

@@ -13,14 +13,13 @@ import numpy as np
 import torch
 from skimage import data
 
+from models.checkpoint import load_model
+from models.precision import PRECISIONS
+from models.zoo import DeepfakeClassifier, to_batch
 from preprocessing.cropspec import CropSpec
 from preprocessing.detect import default_device
-from training.checkpoint import load_model
-from training.zoo import DeepfakeClassifier, to_batch
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _autocast(precision: str, device: torch.device):

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from training.zoo import DeepfakeClassifier, to_batch
+from models.zoo import DeepfakeClassifier, to_batch
+from preprocessing.prepared import read_crop, read_mask, read_prepared, read_table
 
 
 def unpad(square: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -87,16 +88,15 @@ def mask_shares(prepared: str | Path, model: DeepfakeClassifier, batch_size: int
     heat spread evenly would give) and both probabilities. One row per crop, with ``video`` and
     ``method`` (from ``videos.csv``)."""
     prepared = Path(prepared)
-    crops = pd.read_csv(prepared / "crops.csv", dtype={"mask": str, "real_crop": str}, keep_default_na=False)
+    crops = read_prepared(prepared)
     crops = crops[(crops["label"] == 1) & (crops["mask"] != "") & (crops["real_crop"] != "")].reset_index(drop=True)
-    methods = pd.read_csv(prepared / "videos.csv", keep_default_na=False).set_index("video")["method"]
-    read = lambda name, flag=cv2.IMREAD_COLOR: cv2.imread(str(prepared / name), flag)  # noqa: E731
+    methods = read_table(prepared / "videos.csv", ("video", "method")).set_index("video")["method"]
     rows = []
     for start in range(0, len(crops), batch_size):
         part = crops.iloc[start : start + batch_size]
-        fakes = [cv2.cvtColor(read(c), cv2.COLOR_BGR2RGB) for c in part["crop"]]
-        reals = [cv2.cvtColor(read(c), cv2.COLOR_BGR2RGB) for c in part["real_crop"]]
-        masks = [read(m, cv2.IMREAD_GRAYSCALE) for m in part["mask"]]
+        fakes = [read_crop(prepared / c) for c in part["crop"]]
+        reals = [read_crop(prepared / c) for c in part["real_crop"]]
+        masks = [read_mask(prepared / m, fake.shape) for m, fake in zip(part["mask"], fakes)]
         fake_heat, fake_probs = gradcam(model, fakes)
         real_heat, real_probs = gradcam(model, reals)
         for i, (_, crop) in enumerate(part.iterrows()):

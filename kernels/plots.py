@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from models.zoo import DeepfakeClassifier
 from preprocessing.geometry import resize_and_pad
-from training.zoo import DeepfakeClassifier
 
 from .gradcam import gradcam, manipulation_map, overlay
 

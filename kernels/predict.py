@@ -23,11 +23,14 @@ import pandas as pd
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from models.checkpoint import CheckpointError
+from preprocessing.cli import add_field_flag
 from preprocessing.detect import add_detector_arguments, detector_settings
 from preprocessing.fileio import atomic_write
 from preprocessing.logs import configure_logging
 from preprocessing.sample import resolve_videos
-from training.checkpoint import CheckpointError
+from preprocessing.video import FRAMES
+from submission.io import COLUMNS, write_submission
 
 from .aggregate import STRATEGIES, aggregate
 from .budget import Budget
@@ -46,7 +49,7 @@ DEFAULT_OUT = Path("submission/submission.csv")
 class Settings:
     """Everything that decides a run's predictions besides the videos and the checkpoints."""
 
-    frames: int = 32
+    frames: int = FRAMES
     min_frames: int = 8
     strategy: str | None = None  # None: each model's own rule (its crop spec's aggregate)
     prior: float = 0.5
@@ -175,7 +178,7 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
         """Rewrite the submission (complete: the prior where no result yet), at most every 2 s."""
         nonlocal refreshed
         if time.monotonic() - refreshed >= 2.0:
-            write_csv(out, pd.DataFrame(sorted(labels.items()), columns=["filename", "label"]))
+            write_submission(out, pd.DataFrame(sorted(labels.items()), columns=COLUMNS))
             refreshed = time.monotonic()
 
     refresh()
@@ -196,7 +199,7 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
             labels[faces.filename] = label_of(record, ensemble, settings)[0]
             refresh()
     submission, details = tables(videos, progress.records, ensemble, settings, unreached)
-    write_csv(out, submission)
+    write_submission(out, submission)
     write_csv(details_path(out), details)
     missed = int((details["reason"] == unreached).sum())
     if missed:
@@ -230,30 +233,29 @@ def predict_folder(videos: str | Path | Sequence[str | Path], weights: Sequence[
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m kernels.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    default = Settings()
     p.add_argument("--videos", type=Path, nargs="*",
                    help="a folder (searched recursively) or video files; default: the Kaggle test folder "
                         "if present, else the embedded astronaut sample")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="submission CSV (default: %(default)s)")
     p.add_argument("--weights", type=Path, nargs="+", help="checkpoints (default: every weights/*.pt)")
     p.add_argument("--model-weights", type=float, nargs="+", help="one weight per checkpoint for the ensemble mean")
-    p.add_argument("--frames", type=int, default=32, help="frames per video while time allows (default: 32)")
-    p.add_argument("--min-frames", type=int, default=8, help="fewest frames when short of time (default: 8)")
-    p.add_argument("--detect-every", type=int, default=1,
-                   help="run MTCNN on every k-th frame and interpolate the boxes between (default: 1)")
+    add_field_flag(p, default, "frames", "frames per video while time allows")
+    add_field_flag(p, default, "min_frames", "fewest frames when short of time")
+    add_field_flag(p, default, "detect_every", "run MTCNN on every k-th frame and interpolate the boxes between")
     p.add_argument("--deadline", type=float, help="seconds for the whole folder, from start to written CSV")
-    p.add_argument("--strategy", choices=sorted(STRATEGIES),
-                   help="frame -> video aggregation (default: each checkpoint's own, from its crop spec)")
+    add_field_flag(p, default, "strategy", "frame -> video aggregation; None: each checkpoint's own, from its crop spec",
+                   choices=sorted(STRATEGIES))
     p.add_argument("--margin", type=float,
                    help="crop margin per side, a fraction of the box (default: each checkpoint's own)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="a published solution's inference recipe (frames, detection, faces kept); "
                         "flags given explicitly still win")
-    p.add_argument("--prior", type=float, default=0.5, help="label for videos that cannot be scored (default: 0.5)")
-    p.add_argument("--eps", type=float, default=0.01, help="clip labels to [eps, 1 - eps] (default: 0.01)")
+    add_field_flag(p, default, "prior", "label for videos that cannot be scored")
+    add_field_flag(p, default, "eps", "clip labels to [eps, 1 - eps]")
     p.add_argument("--shard", help="i/n: score only shard i of n (0-based); join shards with submission.merge")
-    p.add_argument("--workers", type=int, default=1,
-                   help="decode+detect processes beside the models (0: all in one process; default: 1)")
-    p.add_argument("--video-timeout", type=float, default=300.0, help="give up on a video after this many seconds")
+    add_field_flag(p, default, "workers", "decode+detect processes beside the models (0: all in one process)")
+    add_field_flag(p, default, "video_timeout", "give up on a video after this many seconds")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: fp16 on CUDA; on a CPU, bf16 + channels_last for each model that a probe "
                         "at start shows faster and within 1e-2 of fp32, else fp32")

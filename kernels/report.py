@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from models.checkpoint import CheckpointError
 from preprocessing.detect import add_detector_arguments, detector_settings
 from preprocessing.fileio import atomic_write, write_json
 from preprocessing.logs import configure_logging
 from submission.io import SubmissionError
 from submission.score import match, plot, read_labels, score
-from training.checkpoint import CheckpointError
 
 from . import plots
 from .aggregate import STRATEGIES

@@ -8,6 +8,7 @@ corner (left/right as seen in the image).
 from __future__ import annotations
 
 import argparse
+import inspect
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -141,15 +142,20 @@ class FaceDetector:
         return det.select(keep)
 
 
+#: :class:`FaceDetector`'s keyword defaults: the one place the flags and ``prepare``'s config read them from.
+DEFAULTS = {name: param.default for name, param in inspect.signature(FaceDetector).parameters.items()
+            if param.default is not param.empty}
+
+
 def add_detector_arguments(parser: argparse.ArgumentParser, thresholds: Sequence[float] = KERNEL_THRESHOLDS) -> None:
     """The detection flags every command shares: ``--thresholds --min-score --min-size --batch-size --device``."""
     group = parser.add_argument_group("face detection")
     group.add_argument("--thresholds", type=float, nargs=3, default=tuple(thresholds), metavar="T",
                        help="MTCNN stage thresholds (default: %(default)s)")
-    group.add_argument("--min-score", type=float, default=0.9, help="drop weaker faces (default: %(default)s)")
-    group.add_argument("--min-size", type=float, default=0.015,
+    group.add_argument("--min-score", type=float, default=DEFAULTS["min_score"], help="drop weaker faces (default: %(default)s)")
+    group.add_argument("--min-size", type=float, default=DEFAULTS["min_size"],
                        help="drop faces smaller than this fraction of the frame's short side (default: %(default)s)")
-    group.add_argument("--batch-size", type=int, default=32, help="frames per MTCNN call (default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="frames per MTCNN call (default: %(default)s)")
     group.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
 
 

@@ -25,7 +25,7 @@ from .fileio import write_json, write_png
 from .geometry import DEFAULT_MARGIN
 from .logs import configure_logging
 from .sample import resolve_videos
-from .video import VideoReadError, read_frames
+from .video import FRAMES, VideoReadError, read_frames
 
 log = logging.getLogger("extract_faces")
 
@@ -79,7 +79,7 @@ def output_dir(video: Path, root: Path | None, out: Path) -> Path:
 
 
 def run(videos: list[Path], root: Path | None, out: Path, detector: FaceDetector,
-        frames: int = 32, margin: float = DEFAULT_MARGIN, overwrite: bool = False) -> Summary:
+        frames: int = FRAMES, margin: float = DEFAULT_MARGIN, overwrite: bool = False) -> Summary:
     """Extract faces from ``videos`` into ``out``, resuming where an earlier run stopped."""
     summary = Summary(videos=len(videos))
     with logging_redirect_tqdm():
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a folder (searched recursively) or video files; default: the Kaggle test "
                              "folder if present, else the embedded astronaut sample")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
-    parser.add_argument("--frames", type=int, default=32, help="evenly spaced frames per video (default: 32)")
+    parser.add_argument("--frames", type=int, default=FRAMES, help="evenly spaced frames per video (default: %(default)s)")
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                         help="crop margin per side, as a fraction of the box (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="redo videos that are already done")

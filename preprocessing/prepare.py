@@ -43,8 +43,9 @@ import pandas as pd
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from .cli import add_field_flag
 from .cropspec import crop_entry
-from .detect import TRAINING_THRESHOLDS, FaceDetector, add_detector_arguments, default_device
+from .detect import DEFAULTS as DETECTOR, TRAINING_THRESHOLDS, FaceDetector, add_detector_arguments, default_device
 from .faces import find_faces
 from .fileio import atomic_write, write_json, write_png
 from .folds import assign_folds
@@ -52,14 +53,11 @@ from .geometry import DEFAULT_MARGIN
 from .index import DATASETS, build_index
 from .logs import configure_logging
 from .masks import DEFAULT_BLUR, DEFAULT_METHOD, DEFAULT_THRESHOLDS, MASK_METHODS, difference_mask
-from .video import Frames, VideoReadError, read_frames
+from .prepared import CROP_COLUMNS, VIDEO_COLUMNS
+from .video import FRAMES, Frames, VideoReadError, read_frames
 
 log = logging.getLogger("prepare")
 
-VIDEO_COLUMNS = ["video", "path", "label", "original", "dataset", "method", "group", "fold",
-                 "frame_count", "width", "height", "status", "boxes_from"]
-LANDMARK_COLUMNS = [f"lm{i}_{axis}" for i in range(5) for axis in ("x", "y")]
-CROP_COLUMNS = ["video", "crop", "mask", "real_crop", "frame", "track", "label", "group", "fold", *LANDMARK_COLUMNS]
 #: Settings that change what is written for a video: a run resuming into an --out made with other
 #: values would mix two kinds of crops, so it stops (unless --overwrite).
 OUTPUT_SETTINGS = ("dataset", "root", "labels", "frames", "margin", "thresholds", "min_score", "min_size",
@@ -87,18 +85,18 @@ class PrepareConfig:
     root: str
     out: str
     labels: str | None = None
-    frames: int = 32
+    frames: int = FRAMES
     margin: float = DEFAULT_MARGIN
     thresholds: tuple[float, float, float] = TRAINING_THRESHOLDS
-    min_score: float = 0.9
-    min_size: float = 0.015
+    min_score: float = DETECTOR["min_score"]
+    min_size: float = DETECTOR["min_size"]
     mask: str = DEFAULT_METHOD
     mask_blur: float = DEFAULT_BLUR
     mask_threshold: float | None = None
     folds: int = 5
     seed: int = 0
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    batch_size: int = 32
+    batch_size: int = DETECTOR["batch_size"]
     device: str | None = None
     shard: str = "0/1"
     overwrite: bool = False
@@ -371,7 +369,7 @@ def _merge(out: Path, table: pd.DataFrame, summary: Summary) -> None:
     for column in ("frame_count", "width", "height"):
         videos[column] = videos.get(column, pd.Series(dtype="float")).astype("Int64")
     with atomic_write(out / "videos.csv", "w", newline="", encoding="utf-8") as f:
-        videos[VIDEO_COLUMNS].to_csv(f, index=False)
+        videos[list(VIDEO_COLUMNS)].to_csv(f, index=False)
 
 
 def prepare(config: PrepareConfig) -> Summary:
@@ -413,21 +411,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", required=True, type=Path, help="the dataset's folder")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--labels", type=Path, help="folder dataset: labels file (default: ROOT/labels.csv)")
-    parser.add_argument("--frames", type=int, default=defaults.frames,
-                        help="evenly spaced frames per video (default: %(default)s)")
-    parser.add_argument("--folds", type=int, default=defaults.folds, help="number of folds (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults.seed,
-                        help="seed for ordering equal-size groups (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=defaults.workers,
-                        help="worker processes; 0 runs in this process (default: CPU count, %(default)s)")
-    parser.add_argument("--shard", default=defaults.shard,
-                        help="K/N: prepare only the groups of shard K of N, one per machine (default: %(default)s)")
-    parser.add_argument("--margin", type=float, default=defaults.margin,
-                        help="crop margin per side, as a fraction of the box (default: %(default)s)")
-    parser.add_argument("--mask", choices=MASK_METHODS, default=defaults.mask,
-                        help="difference measure for the masks (default: %(default)s)")
-    parser.add_argument("--mask-blur", type=float, default=defaults.mask_blur,
-                        help="Gaussian sigma in pixels applied to both crops first (default: %(default)s)")
+    add_field_flag(parser, defaults, "frames", "evenly spaced frames per video")
+    add_field_flag(parser, defaults, "folds", "number of folds")
+    add_field_flag(parser, defaults, "seed", "seed for ordering equal-size groups")
+    add_field_flag(parser, defaults, "workers", "worker processes, 0 runs in this process; here the CPU count")
+    add_field_flag(parser, defaults, "shard", "K/N: prepare only the groups of shard K of N, one per machine")
+    add_field_flag(parser, defaults, "margin", "crop margin per side, as a fraction of the box")
+    add_field_flag(parser, defaults, "mask", "difference measure for the masks", choices=MASK_METHODS)
+    add_field_flag(parser, defaults, "mask_blur", "Gaussian sigma in pixels applied to both crops first")
     parser.add_argument("--mask-threshold", type=float,
                         help="dissimilarity in [0, 1] that counts as changed (default: 16/255 for pixel, "
                              f"{DEFAULT_THRESHOLDS['ssim']} for ssim)")

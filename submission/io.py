@@ -63,7 +63,7 @@ def write_submission(path: str | os.PathLike, table: pd.DataFrame) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
         table.sort_values("filename")[COLUMNS].to_csv(f, index=False, float_format="%.6f")
     os.replace(tmp, path)
 

@@ -1,5 +1,9 @@
 """Score a submission against known labels: log-loss (the DFDC metric), AUC, accuracy.
 
+``log_loss`` here is the DFDC metric: sklearn's plain log-loss, the mean over every video. Training
+and cross-validation report ``logloss``, the *balanced* log-loss (the mean of the real videos' and
+the fake videos' log-losses), which does not move with the share of fakes.
+
     python -m submission.score --submission X.csv --labels metadata.json|labels.csv [--plots DIR]
 
 Labels come from a DFDC ``metadata.json`` (``{"name.mp4": {"label": "FAKE"|"REAL"}}``) or a CSV with
@@ -17,15 +21,12 @@ import math
 import sys
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import accuracy_score, log_loss, roc_auc_score, roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import accuracy_score, log_loss, roc_auc_score, roc_curve  # noqa: E402
-
-from .io import SubmissionError, read_submission  # noqa: E402
+from .io import SubmissionError, read_submission
 
 log = logging.getLogger("submission.score")
 BASELINE = math.log(2)  # log-loss of answering 0.5 everywhere
@@ -75,7 +76,7 @@ def match(submission: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
 
 
 def metrics(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
-    """Log-loss, AUC (NaN with one class), accuracy at 0.5, and the constant-0.5 baseline."""
+    """Plain log-loss (the DFDC metric), AUC (NaN with one class), accuracy at 0.5, and the constant-0.5 baseline."""
     y, prob = np.asarray(y), np.asarray(prob, dtype=np.float64)
     return {
         "videos": len(y),
@@ -106,7 +107,8 @@ def plot(matched: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
     paths = []
     if 0 < y.sum() < len(y):
         fpr, tpr, _ = roc_curve(y, prob)
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        fig = Figure(figsize=(4.5, 4.5))
+        ax = fig.subplots()
         ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(y, prob):.3f}")
         ax.plot([0, 1], [0, 1], "--", color="grey", label="chance")
         ax.set(xlabel="false positive rate (reals called fake)", ylabel="true positive rate (fakes caught)",
@@ -114,7 +116,6 @@ def plot(matched: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
         ax.legend(loc="lower right")
         paths.append(out_dir / f"{stem}_roc.png")
         fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
-        plt.close(fig)
     bins = np.clip((prob * 10).astype(int), 0, 9)
     centres, observed, counts = [], [], []
     for b in range(10):
@@ -123,7 +124,8 @@ def plot(matched: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
             centres.append(prob[inside].mean())
             observed.append(y[inside].mean())
             counts.append(int(inside.sum()))
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     ax.plot(centres, observed, "o-", label="submission")
     for x, yv, n in zip(centres, observed, counts):
@@ -133,7 +135,6 @@ def plot(matched: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
     ax.legend(loc="upper left")
     paths.append(out_dir / f"{stem}_reliability.png")
     fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return paths
 
 

@@ -148,8 +148,8 @@ def checkpoint(data_dir: Path, tmp_path_factory) -> Path:
     (its fp32 scores spread about 0.2 across faces), far above bf16's rounding (under 1e-2)."""
     import torch
 
-    from training.checkpoint import save_checkpoint
-    from training.zoo import ModelConfig, build_model, to_batch
+    from models.checkpoint import save_checkpoint
+    from models.zoo import ModelConfig, build_model, to_batch
 
     crops = _teaching_crops(data_dir)
     rule = red_minus_blue(crops)

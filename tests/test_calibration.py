@@ -14,11 +14,11 @@ import torch
 from kernels import calibrate, predict
 from kernels.aggregate import aggregate
 from kernels.ensemble import Ensemble
-from training.calibration import Calibration, fit, logit
-from training.checkpoint import CheckpointError, amend_checkpoint, load_model, read_checkpoint
-from training.checkpoint import main as checkpoint_main
-from training.engine import label_metrics
-from training.strict import ConfigError
+from models.calibration import Calibration, fit, logit
+from models.checkpoint import CheckpointError, amend_checkpoint, load_model, read_checkpoint
+from models.checkpoint import main as checkpoint_main
+from models.metrics import label_metrics
+from models.strict import ConfigError
 
 
 def sigmoid(z):

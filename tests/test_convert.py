@@ -16,7 +16,7 @@ from PIL import Image
 
 from kernels import predict
 from training import convert
-from training.checkpoint import load_model, read_checkpoint
+from models.checkpoint import load_model, read_checkpoint
 
 CLIP = "dfdc/train_sample_videos/abqwwspghj.mp4"  # one face in every frame, 1080p
 FRAMES = 3  # the preset's 32, cut for a 2-core test machine; int(149.5) tells floor from round

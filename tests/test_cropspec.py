@@ -9,8 +9,8 @@ from kernels.ensemble import Ensemble
 from kernels.pipeline import Cutting, detect_video
 from preprocessing.cropspec import CropSpec, CropSpecError, read_crop_entry
 from preprocessing.geometry import fitted_size, truncated_box
-from training.checkpoint import load_model, read_checkpoint, save_checkpoint
-from training.zoo import default_spec, to_batch
+from models.checkpoint import load_model, read_checkpoint, save_checkpoint
+from models.zoo import default_spec, to_batch
 
 CLIP = "ffpp/original_sequences/youtube/c40/videos/183.mp4"
 

@@ -9,10 +9,10 @@ import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
 from kernels import calibrate
+from models.checkpoint import load_model
+from models.zoo import ModelConfig
 from training import crossval
-from training.checkpoint import load_model
 from training.train import DataConfig, RunConfig, TrainConfig
-from training.zoo import ModelConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

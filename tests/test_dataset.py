@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
+from models.zoo import ModelConfig, to_batch
 from training.augment import train_pipeline, val_pipeline
 from training.dataset import CropDataset, PreparedDataError, make_loader, read_crop, read_prepared
 from training.dropout import StructuredDropout
 from training.mixup import blend_pair, mixup_batch, sample_weight
-from training.zoo import ModelConfig, to_batch
 
 CONFIG = ModelConfig("mobilenetv3_small_050", 64)
 

@@ -7,10 +7,10 @@ import torch
 from skimage import data
 
 from kernels.gradcam import gradcam, mask_shares, overlay, share_inside, unpad
+from models.checkpoint import load_model
+from models.zoo import ModelConfig, build_model, to_batch
 from preprocessing.geometry import resize_and_pad
 from tests.conftest import DEMO_WEIGHTS
-from training.checkpoint import load_model
-from training.zoo import ModelConfig, build_model, to_batch
 
 FACE = data.astronaut()[40:260, 130:330]  # 220 x 200 RGB
 

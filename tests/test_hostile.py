@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.corpus import build_corpus
-from training.checkpoint import CheckpointError, read_checkpoint
+from models.checkpoint import CheckpointError, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -291,7 +291,7 @@ def reference_probs(checkpoint: Path, frames: list[np.ndarray], boxes: list[np.n
     size per side (snapped outward, clipped), the crop (its channels reversed if ``swap``) is shrunk
     to 64 px on its long side with INTER_AREA and centred on black, and normalised with ``mean`` and
     ImageNet's std."""
-    from training.checkpoint import load_model
+    from models.checkpoint import load_model
 
     batch = []
     for frame, (x1, y1, x2, y2) in zip(frames, boxes, strict=True):

@@ -5,13 +5,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROOMS = ("preprocessing", "training", "kernels", "submission")
-#: What each room may import from the others: kernels -> training -> preprocessing, kernels -> submission
-#: (the report reuses the scorer's labels, metrics and plots); submission imports nothing.
+ROOMS = ("preprocessing", "models", "training", "kernels", "submission")
+#: What each room may import from the others: training and kernels -> models (the model contract) ->
+#: preprocessing; kernels -> submission (the report reuses the scorer's labels, metrics and plots);
+#: the kernel never imports training; submission imports nothing.
 ALLOWED = {
     "preprocessing": set(),
-    "training": {"preprocessing"},
-    "kernels": {"training", "preprocessing", "submission"},
+    "models": {"preprocessing"},
+    "training": {"models", "preprocessing"},
+    "kernels": {"models", "preprocessing", "submission"},
     "submission": set(),
 }
 
@@ -43,3 +45,88 @@ def test_imports_flow_one_way(room):
 
 def test_the_import_checker_sees_imports():
     assert imported_rooms(REPO / "tests" / "test_faces.py") >= {"preprocessing"}
+
+
+def test_no_module_switches_matplotlibs_backend():
+    """Importing every room leaves a notebook's matplotlib backend alone (figures are built without pyplot)."""
+    import subprocess
+    import sys
+    code = ("import matplotlib; matplotlib.use('svg'); import importlib, pathlib\n"
+            f"for path in sorted(pathlib.Path({str(REPO)!r}).glob('*/*.py')):\n"
+            f"    if path.parent.name in {ROOMS!r} and path.stem != '__main__':\n"
+            "        importlib.import_module(f'{path.parent.name}.{path.stem}')\n"
+            "print(matplotlib.get_backend())")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={**__import__("os").environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "svg"
+
+
+def test_a_default_is_declared_once():
+    """Changing ``preprocessing.video.FRAMES`` (one line) changes every command's frame count, and the
+    detector flags of every command read ``FaceDetector``'s defaults."""
+    import subprocess
+    import sys
+    code = ("import preprocessing.video as video; video.FRAMES = 7\n"
+            "from kernels.predict import Settings, build_parser as predict\n"
+            "from preprocessing.prepare import PrepareConfig\n"
+            "from preprocessing.extract_faces import build_parser as extract\n"
+            "print(Settings().frames, predict().parse_args([]).frames, extract().parse_args([]).frames, "
+            "PrepareConfig('dfdc', 'r', 'o').frames)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={**__import__("os").environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["7"] * 4
+
+    from kernels.predict import Settings, build_parser
+    from preprocessing.detect import DEFAULTS
+    from preprocessing.prepare import PrepareConfig
+    args, settings = build_parser().parse_args([]), Settings()
+    assert {k: getattr(args, k) for k in ("min_score", "min_size", "batch_size")} == \
+        {k: DEFAULTS[k] for k in ("min_score", "min_size", "batch_size")}
+    config = PrepareConfig("dfdc", "r", "o")
+    assert (config.min_score, config.min_size) == (DEFAULTS["min_score"], DEFAULTS["min_size"])
+    for name in ("frames", "min_frames", "detect_every", "strategy", "prior", "eps", "workers", "video_timeout"):
+        assert getattr(args, name) == getattr(settings, name), name
+
+
+def commands() -> list[str]:
+    """Every ``python -m`` command of the rooms: the modules that define ``main``."""
+    return sorted(f"{path.parent.name}.{path.stem}" for room in ROOMS for path in (REPO / room).glob("*.py")
+                  if "\ndef main(" in path.read_text())
+
+
+@pytest.mark.parametrize("module", commands())
+def test_every_command_explains_itself(module, capsys):
+    """``python -m MODULE --help`` prints a usage naming the command and exits 0 (a stray ``%`` in a
+    help string, say, would crash it)."""
+    import importlib
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(module).main(["--help"])
+    assert stop.value.code == 0
+    assert f"usage: python -m {module}" in capsys.readouterr().out
+
+
+def shown_commands() -> list[tuple[str, str, list[str]]]:
+    """``(page, module, flags)`` for every ``python -m MODULE ...`` line (or ``torchrun ... -m MODULE``) of
+    the README and ``docs/``, continuation lines joined."""
+    import re
+    shown = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = page.read_text().replace("\\\n", " ")
+        for line in text.splitlines():
+            for match in re.finditer(r"(?:python|torchrun)[^`|]*?-m ([a-z_]+\.[a-z_.]+)([^`|;&#]*)", line):
+                shown.append((page.name, match.group(1), re.findall(r"(?<![\w-])--[a-z][a-z-]*", match.group(2))))
+    return shown
+
+
+@pytest.mark.parametrize("page, module, flags", shown_commands(), ids=lambda v: v if isinstance(v, str) else None)
+def test_every_command_the_docs_show_exists_with_its_flags(page, module, flags, capsys):
+    """Each command a page shows is a real command, and every flag it shows is one of its flags."""
+    import importlib
+    assert module in commands() or module.startswith("tests.benchmarks."), f"{page}: {module} is not a command"
+    with pytest.raises(SystemExit):
+        importlib.import_module(module).main(["--help"])
+    usage = capsys.readouterr().out
+    unknown = [flag for flag in flags if flag not in usage]
+    assert not unknown, f"{page}: python -m {module} has no {unknown}"

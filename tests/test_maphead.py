@@ -15,14 +15,14 @@ import torch.nn.functional as F
 from kernels import plots, report
 from kernels.api import load_ensemble
 from kernels.gradcam import manipulation_map
+from models.checkpoint import load_model, save_checkpoint
+from models.zoo import ModelConfig, build_model, to_batch
 from preprocessing.geometry import resize_and_pad
 from training.augment import train_pipeline, val_pipeline
-from training.checkpoint import load_model, save_checkpoint
 from training.dataset import LANDMARK_COLUMNS, SOURCES, CropDataset, read_crop, read_mask
 from training.engine import map_loss
 from training.selfblend import SelfBlend
 from training.train import DataConfig, RunConfig, TrainConfig, _seed, fit, main
-from training.zoo import ModelConfig, build_model, to_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 MAPPED = ModelConfig("mobilenetv3_small_050", 64, map_head=True)

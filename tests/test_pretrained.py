@@ -10,11 +10,11 @@ import timm
 import torch
 from skimage import data
 
-from training import pretrained
-from training.pretrained import SOURCES, PackagedWeights, PretrainedError, efficientnet_pytorch_to_timm, packaged_file
-from training.strict import ConfigError
+from models import pretrained
+from models.pretrained import SOURCES, PackagedWeights, PretrainedError, efficientnet_pytorch_to_timm, packaged_file
+from models.strict import ConfigError
+from models.zoo import ModelConfig, build_model
 from training.train import RunConfig, TrainConfig, fit, load_config, make_datasets
-from training.zoo import ModelConfig, build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
+from models.zoo import ConfigError, ModelConfig, to_batch
+from training import train as train_module
 from training.augment import val_pipeline
 from training.dataset import LANDMARK_COLUMNS, SOURCES, CropDataset, PreparedDataError, read_crop, read_prepared
 from training.dropout import LEFT_EYE, LEFT_MOUTH, NOSE, RIGHT_EYE, RIGHT_MOUTH, face_axes
 from training.selfblend import BLEND_RATIOS, REGIONS, SelfBlend
-from training import train as train_module
 from training.train import DataConfig, RunConfig, TrainConfig, load_config, main
-from training.zoo import ConfigError, ModelConfig, to_batch
 
 CONFIG = ModelConfig("mobilenetv3_small_050", 64)
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"

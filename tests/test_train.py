@@ -20,13 +20,15 @@ import torch.nn.functional as F
 from sklearn.metrics import log_loss, roc_auc_score
 from torch.utils.data import Dataset
 
+from models.checkpoint import load_model, read_checkpoint
+from models.metrics import label_metrics
+from models.precision import Precision
+from models.zoo import ConfigError, ModelConfig, build_model, default_spec, to_batch
 from training import distributed
 from training import train as train_module
-from training.checkpoint import load_model, read_checkpoint
 from training.dataset import LANDMARK_COLUMNS, read_crop
-from training.engine import Precision, balanced_bce, label_metrics, train_one_epoch, video_metrics
+from training.engine import balanced_bce, train_one_epoch, video_metrics
 from training.train import RunConfig, TrainConfig, _seed, fit, load_config, main, make_datasets
-from training.zoo import ConfigError, ModelConfig, build_model, default_spec, to_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = ModelConfig("mobilenetv3_small_050", 64, dropout=0.2)  # dropout: resume must reproduce the RNG too
@@ -425,3 +427,33 @@ def test_cli_errors_are_one_clear_line(faces_prepared, tmp_path, caplog, case):
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and re.search(CLI_ERRORS[case], errors[0]), errors
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_set_overrides_replace_keys_last_and_stay_strict():
+    """``--set`` replaces a key after the base chain, parses JSON values, reaches nested sections, and
+    an unknown or malformed key is refused naming it."""
+    path = Path(__file__).resolve().parents[1] / "training" / "configs" / "selfblend" / "both.json"
+    base = load_config(path)
+    config = load_config(path, ["train.epochs=3", "train.optimizer=sgd", "data.augment.flip=0.25",
+                                "model.dropout=0.5"])
+    assert (config.train.epochs, config.train.optimizer) == (3, "sgd")
+    assert config.data.augment == {**base.data.augment, "flip": 0.25}
+    assert config.model.dropout == 0.5
+    assert config.data.mix == base.data.mix and config.train.lr == base.train.lr  # the chain's keys survive
+    with pytest.raises(ConfigError, match=r"both.json with train.epoch=3: .*unknown key\(s\) \['epoch'\]"):
+        load_config(path, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match=r"--set 'epochs=3': expected SECTION.KEY=VALUE"):
+        load_config(path, ["epochs=3"])
+    with pytest.raises(ConfigError, match=r"'epochs' holds a value"):
+        load_config(path, ["train.epochs.x=1"])
+
+
+def test_set_flag_reaches_the_run(faces_prepared, tmp_path):
+    """The CLI's ``--set`` trains with the overridden value and records it beside the run."""
+    config, out = write_config(tmp_path / "tiny.json", epochs=3, iterations=1), tmp_path / "run"
+    argv = ["--config", str(config), "--data", str(faces_prepared), "--fold", "1", "--out", str(out)]
+    assert main(argv + ["--set", "train.epochs=1", "--set", "train.seed=7"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["train"]["epochs"], saved["train"]["seed"]) == (1, 7)
+    assert saved["overrides"] == ["train.epochs=1", "train.seed=7"]
+    assert len(pd.read_csv(out / "metrics.csv")) == 1

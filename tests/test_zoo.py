@@ -12,9 +12,9 @@ import timm
 import torch
 from torch import nn
 
-from training.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from models.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from models.zoo import ConfigError, ModelConfig, build_model, to_batch
 from training.train import load_config
-from training.zoo import ConfigError, ModelConfig, build_model, to_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"

@@ -1,1 +1,1 @@
-"""Training: augmentation, datasets, the model zoo and the checkpoint format. Imports ``preprocessing`` only."""
+"""Training: augmentation, datasets, the training loop and cross-validation. Imports ``models`` and ``preprocessing``."""

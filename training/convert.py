@@ -6,7 +6,7 @@
 One output per input (``--out`` a folder when several files are given: each named after its
 input). The file must match its format's layout exactly: a missing, extra, renamed or reshaped key
 is refused with the key named, never loaded loosely. ``--format`` is guessed from the keys when
-omitted. The output loads with :func:`training.checkpoint.load_model` and runs in ``kernels.predict``
+omitted. The output loads with :func:`models.checkpoint.load_model` and runs in ``kernels.predict``
 (``--preset selim`` for the winner's whole recipe).
 """
 from __future__ import annotations
@@ -27,9 +27,9 @@ import torch
 from preprocessing.cropspec import CropSpec
 from preprocessing.logs import configure_logging
 
-from .checkpoint import save_checkpoint
-from .statedict import layout_mismatch
-from .zoo import ModelConfig, build_model
+from models.checkpoint import save_checkpoint
+from models.statedict import layout_mismatch
+from models.zoo import ModelConfig, build_model
 
 log = logging.getLogger("training.convert")
 

@@ -28,14 +28,16 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from models.checkpoint import CheckpointError, load_model
+from models.metrics import label_metrics
+from models.precision import Precision
+from models.strict import ConfigError
 from preprocessing.fileio import atomic_write
 from preprocessing.logs import configure_logging
 
 from . import train
-from .checkpoint import CheckpointError, load_model
 from .dataset import CropDataset, PreparedDataError, make_loader, read_prepared
-from .engine import Precision, label_metrics, predict
-from .strict import ConfigError
+from .engine import predict
 
 logger = logging.getLogger("training.crossval")
 
@@ -155,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("runs/crossval"), help="output folder (default: runs/crossval)")
     parser.add_argument("--folds", nargs="+", type=int, help="folds to validate on (default: every fold of --data)")
     parser.add_argument("--bootstrap", type=int, default=RESAMPLES, metavar="N",
-                        help=f"bootstrap resamples for the summary's {LEVEL:.0%} intervals (default: {RESAMPLES}; 0: none)")
+                        help=f"bootstrap resamples for the summary's {LEVEL * 100:.0f}%% intervals (default: {RESAMPLES}; 0: none)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 

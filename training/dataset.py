@@ -11,84 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import albumentations as A
-import cv2
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from models.zoo import ModelConfig, to_batch
+from preprocessing.prepared import LANDMARK_COLUMNS, PreparedDataError, read_crop, read_mask, read_prepared
 
 from .augment import applied, seed_pipeline, train_pipeline, val_pipeline
 from .dropout import StructuredDropout
 from .mixup import blend_pair, sample_weight
 from .selfblend import SelfBlend
-from .zoo import ModelConfig, to_batch
 
-LANDMARK_COLUMNS = tuple(f"lm{i}_{axis}" for i in range(5) for axis in "xy")
-CROP_COLUMNS = ("video", "crop", "mask", "real_crop", "frame", "track", "label", "group", "fold", *LANDMARK_COLUMNS)
-VIDEO_COLUMNS = ("video", "status")
 #: Where a training sample comes from: a real crop, a fake crop, or a self-blended pseudo-fake made
 #: from a real crop with landmarks (:mod:`training.selfblend`).
 SOURCES = ("real", "fake", "pseudo")
 #: The default shares of a balanced epoch: half real crops, half fake crops.
 DEFAULT_MIX = {"real": 0.5, "fake": 0.5, "pseudo": 0.0}
-
-
-class PreparedDataError(ValueError):
-    """The prepared folder breaks its contract: a missing table or column, or an unreadable crop."""
-
-
-def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    if not path.is_file():
-        raise PreparedDataError(f"{path}: missing (run python -m preprocessing.prepare first)")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise PreparedDataError(f"{path}: missing column(s) {missing}")
-    return table
-
-
-def read_prepared(root: str | Path) -> pd.DataFrame:
-    """``crops.csv`` of the videos ``videos.csv`` marks ``ok``, typed: ``frame``, ``track``, ``label``
-    and ``fold`` int, landmarks float (NaN where absent), ``mask`` / ``real_crop`` '' where absent."""
-    root = Path(root)
-    crops = _read_table(root / "crops.csv", CROP_COLUMNS)
-    videos = _read_table(root / "videos.csv", VIDEO_COLUMNS)
-    unknown = sorted(set(crops["video"]) - set(videos["video"]))
-    if unknown:
-        raise PreparedDataError(f"{root / 'crops.csv'}: video(s) absent from videos.csv: {unknown[:5]}")
-    crops = crops[crops["video"].isin(videos.loc[videos["status"] == "ok", "video"])].copy()
-    try:
-        for column in ("frame", "track", "label", "fold"):
-            crops[column] = crops[column].astype(int)
-        for column in LANDMARK_COLUMNS:
-            crops[column] = pd.to_numeric(crops[column].replace("", np.nan))
-    except ValueError as err:
-        raise PreparedDataError(f"{root / 'crops.csv'}: {err}") from err
-    bad = sorted(set(crops["label"]) - {0, 1})
-    if bad:
-        raise PreparedDataError(f"{root / 'crops.csv'}: labels must be 0 or 1, found {bad}")
-    return crops.reset_index(drop=True)
-
-
-def read_crop(path: Path) -> np.ndarray:
-    """An RGB uint8 crop; :class:`PreparedDataError` naming the file when it is missing or undecodable."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
-    if image is None:
-        cause = "cannot be decoded (empty, truncated or not an image)" if path.is_file() else "missing"
-        raise PreparedDataError(f"crop file {path}: {cause}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_mask(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """An 8-bit difference mask of a crop of ``shape``; :class:`PreparedDataError` naming the file when
-    it is missing, undecodable or not the crop's size."""
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
-    if mask is None:
-        cause = "cannot be decoded (empty, truncated or not an image)" if path.is_file() else "missing"
-        raise PreparedDataError(f"mask file {path}: {cause}")
-    if mask.shape != shape[:2]:
-        raise PreparedDataError(f"mask file {path}: size {mask.shape} differs from its crop's {shape[:2]}")
-    return mask
 
 
 def check_mix(mix: dict[str, float]) -> dict[str, float]:
@@ -105,7 +44,7 @@ class CropDataset(Dataset):
     "mask_known"}`` samples.
 
     ``image`` is a normalised ``(3, S, S)`` float tensor (``S = config.input_size``, normalised as
-    :func:`training.zoo.to_batch` does), ``target`` a float32 scalar (1 = fake; a mixup weight when
+    :func:`models.zoo.to_batch` does), ``target`` a float32 scalar (1 = fake; a mixup weight when
     mixed; clipped to ``[clip_targets, 1 - clip_targets]`` when set), ``dropout`` names the dropout
     that fired (``none``, ``eyes``, ``half_face+cutout``, ...), ``source`` one of :data:`SOURCES`.
     ``mask`` is an ``(S, S)`` float tensor in [0, 1] that moves with the image: the difference mask of a

@@ -84,16 +84,23 @@ def face_axes(landmarks) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, flo
     return centre, across, along, FACE_HALF_WIDTH * eye_distance, FACE_HALF_HEIGHT * eye_to_mouth
 
 
+def face_frame(shape: tuple[int, ...], landmarks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pixel of an ``shape[:2]`` grid in the face's frame: ``(u, v, inside)``, its offsets from
+    the ellipse's centre across the face (towards the right eye) and along it (towards the mouth), in
+    crop pixels, and whether it lies inside the face ellipse (see :func:`face_axes`)."""
+    centre, across, along, half_width, half_height = face_axes(landmarks)
+    ys, xs = np.indices(shape[:2], dtype=np.float64)
+    u = (xs - centre[0]) * across[0] + (ys - centre[1]) * across[1]
+    v = (xs - centre[0]) * along[0] + (ys - centre[1]) * along[1]
+    return u, v, (u / max(half_width, 1e-6)) ** 2 + (v / max(half_height, 1e-6)) ** 2 <= 1
+
+
 def half_face(shape: tuple[int, ...], landmarks, side: str) -> np.ndarray:
     """One half of the face ellipse (see :func:`face_axes`), split through its centre: ``left``
     (the left eye's side), ``right``, ``top`` (the eyes' side) or ``bottom`` (the mouth's side)."""
     if side not in FACE_SIDES:
         raise ValueError(f"face side must be one of {FACE_SIDES}, not {side!r}")
-    centre, across, along, half_width, half_height = face_axes(landmarks)
-    ys, xs = np.indices(shape[:2], dtype=np.float64)
-    u = (xs - centre[0]) * across[0] + (ys - centre[1]) * across[1]
-    v = (xs - centre[0]) * along[0] + (ys - centre[1]) * along[1]
-    inside = (u / max(half_width, 1e-6)) ** 2 + (v / max(half_height, 1e-6)) ** 2 <= 1
+    u, v, inside = face_frame(shape, landmarks)
     signed = {"left": -u, "right": u, "top": -v, "bottom": v}[side]
     return inside & (signed > 0)
 

@@ -1,4 +1,4 @@
-"""The training and validation loops: one epoch of optimisation, per-video validation metrics, precision.
+"""The training and validation loops: one epoch of optimisation, per-video validation metrics.
 
 Batches are dicts as the datasets yield them: ``image`` (B, 3, S, S) float, normalised; ``target`` (B,)
 float in [0, 1] (1 = fake; mixup and clipped targets lie in between, > 0.5 counts as fake); ``video``
@@ -6,10 +6,8 @@ float in [0, 1] (1 = fake; mixup and clipped targets lie in between, > 0.5 count
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -19,61 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from models.checkpoint import unwrap
+from models.metrics import label_metrics
+from models.precision import Precision
+
 from . import distributed
-from .checkpoint import unwrap
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How a model computes on ``device``: autocast to ``dtype`` (None = plain fp32) and whether images
-    and weights use the ``channels_last`` memory format."""
-
-    device: torch.device
-    dtype: torch.dtype | None = None
-    channels_last: bool = False
-
-    @classmethod
-    def resolve(cls, name: str, device: str | torch.device, channels_last: bool = False) -> "Precision":
-        """``name`` is one of :data:`PRECISIONS`. ``auto`` means bf16 on CUDA devices that support it,
-        fp16 on older ones, and fp32 on the CPU (ask for ``bf16`` there explicitly where it is faster)."""
-        device = torch.device(device)
-        if name not in PRECISIONS:
-            raise ValueError(f"precision {name!r}: expected one of {PRECISIONS}")
-        if name == "auto":
-            if device.type == "cuda":
-                name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-            else:
-                name = "fp32"
-        if name == "fp16" and device.type != "cuda":
-            raise ValueError(f"precision fp16 needs CUDA (device is {device}); use bf16 or fp32 on the CPU")
-        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-        return cls(device, dtype, channels_last)
-
-    @property
-    def name(self) -> str:
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
-
-    def images(self, images: torch.Tensor) -> torch.Tensor:
-        """Move a batch of images to the device, in the chosen memory format."""
-        images = images.to(self.device, non_blocking=True)
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
-
-    def model(self, model: nn.Module) -> nn.Module:
-        """Move a model to the device, in the chosen memory format."""
-        model = model.to(self.device)
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
-
-    def scaler(self) -> torch.amp.GradScaler:
-        """A gradient scaler, active for fp16 only (bf16 and fp32 need none)."""
-        return torch.amp.GradScaler(self.device.type, enabled=self.dtype is torch.float16)
-
 
 def balanced_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The DFDC winner's loss: binary cross-entropy averaged over the batch's fakes (target > 0.5) and
@@ -189,34 +137,6 @@ def predict(model: nn.Module, loader: Iterable[dict[str, Any]], precision: Preci
         "target": [t for part in parts for t in part[1]],
         "prob": [p for part in parts for p in part[2]],
     })
-
-
-#: Probabilities are clipped to [EPS, 1 - EPS] before the log, as sklearn's ``log_loss`` does.
-EPS = float(np.finfo(float).eps)
-
-
-def label_metrics(labels: Sequence[int], probs: Sequence[float]) -> dict[str, float]:
-    """``logloss_real`` and ``logloss_fake`` (log-loss over the real and over the fake items; NaN when
-    there are none), ``logloss`` (the mean of the two, the DFDC winner's selection metric, blind to
-    the real/fake ratio), ``auc`` (NaN with a single class) and ``videos`` (the count), of 0/1
-    ``labels`` and their predicted ``probs``. sklearn's ``log_loss`` and ``roc_auc_score``, computed
-    with numpy: fast enough for a bootstrap's thousands of calls."""
-    labels, probs = np.asarray(labels, int), np.clip(np.asarray(probs, float), EPS, 1 - EPS)
-    fake = labels == 1
-    fakes, reals = int(fake.sum()), int((~fake).sum())
-    losses = {"real": -np.log(1 - probs[~fake]).mean() if reals else math.nan,
-              "fake": -np.log(probs[fake]).mean() if fakes else math.nan}
-    auc = math.nan
-    if fakes and reals:  # Mann-Whitney: the share of (fake, real) pairs ranked right, ties half
-        ranks = pd.Series(probs).rank().to_numpy()
-        auc = (ranks[fake].sum() - fakes * (fakes + 1) / 2) / (fakes * reals)
-    return {
-        "logloss": float(np.nanmean(list(losses.values()))),
-        "logloss_real": float(losses["real"]),
-        "logloss_fake": float(losses["fake"]),
-        "auc": float(auc),
-        "videos": len(labels),
-    }
 
 
 def video_metrics(videos: Sequence[str], targets: Sequence[float],

@@ -10,17 +10,14 @@ import io
 import logging
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from models.zoo import ModelConfig
+from preprocessing.fileio import atomic_write
+from preprocessing.logs import configure_logging
 
-from preprocessing.fileio import atomic_write  # noqa: E402
-from preprocessing.logs import configure_logging  # noqa: E402
-
-from .dataset import SOURCES, CropDataset  # noqa: E402
-from .zoo import ModelConfig  # noqa: E402
+from .dataset import SOURCES, CropDataset
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +54,12 @@ def caption(item: dict, width: int = 36) -> str:
     return f"{kind} {target:.2f} | {item['dropout']}\n{video}"
 
 
-def render(dataset: CropDataset, samples: int, cols: int) -> plt.Figure:
+def render(dataset: CropDataset, samples: int, cols: int) -> Figure:
     """A ``cols``-wide grid of ``samples`` samples: the dataset's current epoch, then the next ones."""
     first_epoch = dataset.epoch
     rows = max(1, -(-samples // cols))
-    figure, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False)
+    figure = Figure(figsize=(2.6 * cols, 2.9 * rows))
+    axes = figure.subplots(rows, cols, squeeze=False)
     for index, ax in enumerate(axes.flat):
         ax.axis("off")
         if index < samples:
@@ -89,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
     with atomic_write(args.out, "wb") as f:
         f.write(buffer.getvalue())
     log.info("wrote %s (%d samples)", args.out, args.samples)

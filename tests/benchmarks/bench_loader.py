@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from tests.conftest import REPO, build_prepared, find_data
+from models.zoo import ModelConfig, build_model
 from training.dataset import CropDataset, make_loader
-from training.zoo import ModelConfig, build_model
 
 DEMO_CONFIG = REPO / "training" / "configs" / "cpu_demo.json"
 

@@ -22,7 +22,7 @@ from kernels.presets import PRESETS
 from preprocessing.detect import FaceDetector
 from tests.conftest import find_data
 from training.convert import FORMATS
-from training.zoo import build_model
+from models.zoo import build_model
 
 PRESET_FRAMES = 32
 VIDEOS = 4000

