@@ -20,7 +20,8 @@ import torch
 from preprocessing.cropspec import CropSpec
 from preprocessing.detect import FaceDetector
 from preprocessing.faces import every_face, find_faces
-from preprocessing.video import VideoReadError, read_frames
+from preprocessing.image import read_input
+from preprocessing.video import VideoReadError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def detect_video(filename: str, path: str | Path, frames: int, detector: FaceDet
     start = time.perf_counter()
     result = VideoFaces(filename, frames)
     try:
-        sampled = read_frames(path, frames, floor=cutting.floor)
+        sampled = read_input(path, frames, floor=cutting.floor)
         faces = find_faces(sampled, detector, detect_every=cutting.detect_every) if cutting.tracking \
             else every_face(sampled, detector)
         faces = faces[: cutting.max_faces]

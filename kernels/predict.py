@@ -35,6 +35,7 @@ from submission.io import COLUMNS, write_submission
 from .aggregate import STRATEGIES, aggregate
 from .budget import Budget
 from .ensemble import PRECISIONS, Ensemble
+from .kaggle import default_submission
 from .pipeline import Cutting, VideoFaces, iterate_faces
 from .presets import PRESETS, Preset
 from .progress import ProgressLog
@@ -42,7 +43,6 @@ from .progress import ProgressLog
 log = logging.getLogger("kernels.predict")
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-DEFAULT_OUT = Path("submission/submission.csv")
 
 
 @dataclass
@@ -216,18 +216,20 @@ def named_videos(given: Sequence[Path] | None, sample_dir: Path) -> list[tuple[s
 
 
 def predict_folder(videos: str | Path | Sequence[str | Path], weights: Sequence[str | Path] | None = None,
-                   out: str | Path = DEFAULT_OUT, device: str | None = None, precision: str = "auto",
+                   out: str | Path | None = None, device: str | None = None, precision: str = "auto",
                    model_weights: Sequence[float] | None = None, fresh: bool = False, spec: dict | None = None,
                    **settings) -> pd.DataFrame:
     """Notebook entry point: score a folder (or a list of files) and return the per-video details.
 
     ``spec``: crop spec fields replacing every checkpoint's own (``{"margin": 0.25}``); ``settings``
-    are :class:`Settings` fields (``frames``, ``strategy``, ``deadline``, ``workers``...).
+    are :class:`Settings` fields (``frames``, ``strategy``, ``deadline``, ``workers``...); ``out``
+    defaults to :func:`~kernels.kaggle.default_submission`.
     """
+    out = Path(out) if out is not None else default_submission()
     given = [Path(videos)] if isinstance(videos, (str, Path)) else [Path(v) for v in videos]
-    named = named_videos(given, Path(out).parent / "sample_videos")
+    named = named_videos(given, out.parent / "sample_videos")
     ensemble = Ensemble.load(weights or default_weights(), model_weights, device, precision, spec=spec)
-    return run(named, ensemble, Path(out), Settings(**settings), fresh)
+    return run(named, ensemble, out, Settings(**settings), fresh)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=Path, nargs="*",
                    help="a folder (searched recursively) or video files; default: the Kaggle test folder "
                         "if present, else the embedded astronaut sample")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="submission CSV (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=default_submission(),
+                   help="submission CSV (default: submission.csv inside Kaggle, else submission/submission.csv)")
     p.add_argument("--weights", type=Path, nargs="+", help="checkpoints (default: every weights/*.pt)")
     p.add_argument("--model-weights", type=float, nargs="+", help="one weight per checkpoint for the ensemble mean")
     add_field_flag(p, default, "frames", "frames per video while time allows")

@@ -25,7 +25,8 @@ from .fileio import write_json, write_png
 from .geometry import DEFAULT_MARGIN
 from .logs import configure_logging
 from .sample import resolve_videos
-from .video import FRAMES, VideoReadError, read_frames
+from .image import read_input
+from .video import FRAMES, VideoReadError
 
 log = logging.getLogger("extract_faces")
 
@@ -47,7 +48,7 @@ class Summary:
 
 def extract_video(path: Path, out_dir: Path, detector: FaceDetector, frames: int, margin: float) -> int:
     """Extract one video's faces into ``out_dir``; returns the number of faces written."""
-    sampled = read_frames(path, frames)
+    sampled = read_input(path, frames)
     faces = find_faces(sampled, detector, margin)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.png"):

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from skimage import data
 
-from .video import VIDEO_EXTENSIONS, find_videos
+from .image import INPUT_EXTENSIONS, find_inputs
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ def render_sample(folder: str | os.PathLike) -> list[Path]:
 def resolve_videos(given: list[Path] | None, sample_dir: Path) -> tuple[list[Path], Path | None]:
     """The videos a command should process, and the folder their names are relative to.
 
-    One folder: its videos, searched recursively (see :func:`find_videos`). Files: themselves (names
-    relative to nothing). Nothing: Kaggle's test folder when present, else the embedded sample,
+    One folder: its videos and still images, searched recursively (see :func:`find_inputs`). Files:
+    themselves (names relative to nothing). Nothing: Kaggle's test folder when present, else the embedded sample,
     rendered into ``sample_dir``.
 
     A path that does not exist, or a folder without a video, is a :class:`ValueError` naming it: a
@@ -96,7 +96,7 @@ def resolve_videos(given: list[Path] | None, sample_dir: Path) -> tuple[list[Pat
 
 
 def _videos_in(folder: Path) -> list[Path]:
-    videos = find_videos(folder)
+    videos = find_inputs(folder)
     if not videos:
-        raise ValueError(f"{folder}: no video in this folder (endings {' '.join(sorted(VIDEO_EXTENSIONS))})")
+        raise ValueError(f"{folder}: no video in this folder (endings {' '.join(sorted(INPUT_EXTENSIONS))})")
     return videos

@@ -99,7 +99,7 @@ def _count_frames(path: str) -> int:
         capture.release()
 
 
-def _shrink(bgr: np.ndarray, max_side: int | None) -> np.ndarray:
+def shrink(bgr: np.ndarray, max_side: int | None) -> np.ndarray:
     side = max(bgr.shape[:2])
     if max_side is None or side <= max_side:
         return bgr
@@ -127,7 +127,7 @@ def _stream(path: str, wanted: np.ndarray, max_side: int | None) -> tuple[list[i
                 ok, bgr = capture.retrieve()
                 if ok and bgr is not None:
                     indices.append(position)
-                    images.append(cv2.cvtColor(_shrink(bgr, max_side), cv2.COLOR_BGR2RGB))
+                    images.append(cv2.cvtColor(shrink(bgr, max_side), cv2.COLOR_BGR2RGB))
                 else:
                     log.debug("%s: frame %d could not be decoded, skipped", path, position)
             position += 1

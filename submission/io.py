@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = ["filename", "label"]
-#: File endings that count as videos; the same rule as ``preprocessing.video.VIDEO_EXTENSIONS``
-#: (a test keeps the two equal).
+#: File endings that count as videos and still images; the same rules as ``preprocessing.video`` and
+#: ``preprocessing.image`` (a test keeps them equal).
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
 )
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 
 
 class SubmissionError(ValueError):
@@ -69,7 +70,7 @@ def write_submission(path: str | os.PathLike, table: pd.DataFrame) -> None:
 
 
 def videos_in(folder: str | os.PathLike) -> list[str]:
-    """Names (relative, ``/``-separated) of the videos under ``folder``, as the kernel writes them."""
+    """Names (relative, ``/``-separated) of the videos and images under ``folder``, as the kernel writes them."""
     folder = Path(folder)
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+                  if p.suffix.lower() in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS and p.is_file())

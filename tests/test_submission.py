@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
+from preprocessing.image import IMAGE_EXTENSIONS
 from preprocessing.video import VIDEO_EXTENSIONS
 from submission import io, merge, score, validate
 
@@ -17,6 +18,7 @@ def write(path: Path, rows) -> Path:
 
 def test_video_rule_matches_the_kernels():
     assert io.VIDEO_EXTENSIONS == VIDEO_EXTENSIONS
+    assert io.IMAGE_EXTENSIONS == IMAGE_EXTENSIONS
 
 
 @pytest.mark.parametrize(
