@@ -127,7 +127,8 @@ def score_videos(videos: str | Path | Sequence[str | Path], ensemble: Ensemble |
     frames = frame_table([records[name] for name, _ in sorted(named) if name in records], ensemble, crops)
     details.insert(1, "path", details["filename"].map(paths))
     table = details.sort_values(["label", "filename"], ascending=[False, True], kind="stable").reset_index(drop=True)
-    return Scores(table, track_table(frames, ensemble, config.strategy), frames, list(ensemble.names), config.strategy)
+    strategy = config.strategy or ensemble.models[0].spec.aggregate
+    return Scores(table, track_table(frames, ensemble, strategy), frames, list(ensemble.names), strategy)
 
 
 class Scorer:

@@ -19,6 +19,7 @@ from skimage import data
 from models.checkpoint import load_model
 from models.precision import PRECISIONS
 from models.zoo import DeepfakeClassifier, to_batch
+from preprocessing.cropspec import CropSpec
 from preprocessing.detect import default_device
 from preprocessing.fileio import write_json
 
@@ -106,7 +107,7 @@ def choose_precision(model: DeepfakeClassifier, precision: str, device: torch.de
 def _probe_verdict(model: DeepfakeClassifier, device: torch.device) -> str:
     """bf16 where it runs faster than fp32 on a probe batch and agrees within 1e-2, else fp32."""
     face = data.astronaut()[40:260, 130:330]  # a real face that ships with scikit-image
-    batch = to_batch([face, face[:, ::-1], face[::2, ::2], face[20:-20, 20:-20]], model.config).to(device)
+    batch = to_batch([face, face[:, ::-1], face[::2, ::2], face[20:-20, 20:-20]], model.spec).to(device)
     fp32_seconds, fp32 = _probe(model, "fp32", device, batch)
     bf16_seconds, bf16 = _probe(model, "bf16", device, batch)
     faster_and_agrees = bf16_seconds < fp32_seconds and np.abs(fp32 - bf16).max() <= 1e-2
@@ -137,17 +138,23 @@ class Ensemble:
     batch_size: int = 32
     paths: list[str] = field(default_factory=list)  # absolute: where another process loads the same models
     precision: str = "auto"  # as asked, before each model resolved it
+    spec: dict = field(default_factory=dict)  # crop spec fields replacing every checkpoint's own
 
     @classmethod
     def load(cls, paths: Sequence[str | Path], weights: Sequence[float] | None = None,
-             device: str | torch.device | None = None, precision: str = "auto", batch_size: int = 32) -> "Ensemble":
-        """Load every checkpoint (strictly; a bad one raises ``CheckpointError`` naming it)."""
+             device: str | torch.device | None = None, precision: str = "auto", batch_size: int = 32,
+             spec: dict | None = None) -> "Ensemble":
+        """Load every checkpoint (strictly; a bad one raises ``CheckpointError`` naming it); ``spec``:
+        crop spec fields that replace every checkpoint's own (``None`` values are ignored)."""
         if not paths:
             raise ValueError("no checkpoint given")
         if weights is not None and len(weights) != len(paths):
             raise ValueError(f"{len(weights)} model weights given for {len(paths)} checkpoints")
         device = torch.device(device) if device is not None else default_device()
         models = [load_model(p, device) for p in paths]
+        spec = {k: v for k, v in (spec or {}).items() if v is not None}
+        for model in models:
+            model.spec = model.spec.replace(**spec)
         digests = [file_digest(p) for p in paths]
         precisions = [choose_precision(m, precision, device, d) for m, d in zip(models, digests)]
         models = [_layout(m, p, device) for m, p in zip(models, precisions)]
@@ -160,23 +167,38 @@ class Ensemble:
         if (w < 0).any() or w.sum() <= 0:
             raise ValueError(f"model weights must be >= 0 and not all 0, got {list(w)}")
         return cls(models, names, w / w.sum(), digests, device, precisions, batch_size,
-                   [str(Path(p).resolve()) for p in paths], precision)
+                   [str(Path(p).resolve()) for p in paths], precision, spec)
+
+    @property
+    def crop_specs(self) -> tuple[CropSpec, ...]:
+        """One spec per distinct crop key, in model order: how each face must be cut."""
+        specs: dict[tuple, CropSpec] = {}
+        for model in self.models:
+            specs.setdefault(model.spec.crop_key, model.spec)
+        return tuple(specs.values())
 
     @torch.inference_mode()
-    def predict(self, crops: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """Fake probability of every RGB crop, per model name."""
-        out = {}
-        for name, model, precision in zip(self.names, self.models, self.precisions):
-            probs = []
-            for start in range(0, len(crops), self.batch_size):
-                batch = to_batch(crops[start : start + self.batch_size], model.config).to(self.device)
+    def predict(self, cuts: dict[tuple, Sequence[np.ndarray]] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Fake probability of every face, per model name, from ``cuts`` (RGB crops by crop key, one
+        list per :attr:`crop_specs` entry, the faces in one order; or one list of crops every model
+        reads); each batch is resized once per spec."""
+        if not isinstance(cuts, dict):
+            cuts = {spec.crop_key: cuts for spec in self.crop_specs}
+        out = {name: [] for name in self.names}
+        count = len(next(iter(cuts.values()), []))
+        for start in range(0, count, self.batch_size):
+            batches: dict[CropSpec, torch.Tensor] = {}
+            for name, model, precision in zip(self.names, self.models, self.precisions):
+                spec = model.spec
+                if spec not in batches:
+                    batches[spec] = to_batch(cuts[spec.crop_key][start : start + self.batch_size], spec).to(self.device)
+                batch = batches[spec]
                 if precision == "bf16" and self.device.type == "cpu":
                     batch = batch.contiguous(memory_format=torch.channels_last)
                 with _autocast(precision, self.device):
                     logits = model(batch)
-                probs.append(torch.sigmoid(logits.float()).cpu().numpy())
-            out[name] = np.concatenate(probs) if probs else np.zeros(0)
-        return out
+                out[name].append(torch.sigmoid(logits.float()).cpu().numpy())
+        return {name: np.concatenate(probs) if probs else np.zeros(0) for name, probs in out.items()}
 
     def combine(self, scores: dict[str, float]) -> float:
         """Weighted mean of per-model video scores."""

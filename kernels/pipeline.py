@@ -18,17 +18,33 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from preprocessing.cropspec import CropSpec
 from preprocessing.detect import FaceDetector
-from preprocessing.faces import find_faces
+from preprocessing.faces import every_face, find_faces
 from preprocessing.image import read_input
 from preprocessing.video import VideoReadError
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Cutting:
+    """How a video's faces become crops: ``specs`` (one per distinct crop key, each face is cut once
+    per spec), MTCNN on every ``detect_every``-th frame (see :func:`find_faces`), ``tracking`` (off:
+    every face of every frame in track 0, see :func:`every_face`), at most ``max_faces`` faces (the
+    first ones), frames at rounded or ``floor``-ed even spacing (see :func:`read_frames`)."""
+
+    specs: tuple[CropSpec, ...]
+    detect_every: int = 1
+    tracking: bool = True
+    max_faces: int | None = None
+    floor: bool = False
+
+
 @dataclass
 class VideoFaces:
-    """A video's face crops, or why there are none (``error``)."""
+    """A video's face crops, or why there are none (``error``). ``crops`` holds the crops of the
+    first spec (what a report shows), ``cuts`` every spec's, by :attr:`CropSpec.crop_key`."""
 
     filename: str
     frames_requested: int
@@ -36,23 +52,28 @@ class VideoFaces:
     frame_ids: list[int] = field(default_factory=list)
     track_ids: list[int] = field(default_factory=list)
     crops: list[np.ndarray] = field(default_factory=list)
+    cuts: dict[tuple, list[np.ndarray]] = field(default_factory=dict)
     error: str = ""
     seconds: float = 0.0
 
 
-def detect_video(filename: str, path: str | Path, frames: int, detector: FaceDetector, margin: float,
-                 detect_every: int = 1) -> VideoFaces:
-    """Read ``frames`` frames of one video and crop its faces (MTCNN on every ``detect_every``-th
-    frame, see :func:`find_faces`); unreadable files become an ``error``."""
+def detect_video(filename: str, path: str | Path, frames: int, detector: FaceDetector, cutting: Cutting) -> VideoFaces:
+    """Read ``frames`` frames of one video, find its faces and cut them as ``cutting`` says;
+    unreadable files become an ``error``."""
     start = time.perf_counter()
     result = VideoFaces(filename, frames)
     try:
-        sampled = read_input(path, frames)
-        faces = find_faces(sampled, detector, margin, detect_every)
+        sampled = read_input(path, frames, floor=cutting.floor)
+        faces = find_faces(sampled, detector, detect_every=cutting.detect_every) if cutting.tracking \
+            else every_face(sampled, detector)
+        faces = faces[: cutting.max_faces]
+        position = {int(index): i for i, index in enumerate(sampled.indices)}
         result.frames_read = len(sampled)
         result.frame_ids = [f.frame for f in faces]
         result.track_ids = [f.track for f in faces]
-        result.crops = [f.crop for f in faces]
+        result.cuts = {spec.crop_key: [spec.cut(sampled.images[position[f.frame]], f.box) for f in faces]
+                       for spec in cutting.specs}
+        result.crops = result.cuts[cutting.specs[0].crop_key]
         if not faces:
             result.error = f"no face found in {len(sampled)} frames"
     except VideoReadError as err:
@@ -78,8 +99,8 @@ def _init_worker(detector_kwargs: dict, threads: int) -> None:
     _detector = FaceDetector(**detector_kwargs)
 
 
-def _work(filename: str, path: str, frames: int, margin: float, detect_every: int) -> VideoFaces:
-    return detect_video(filename, path, frames, _detector, margin, detect_every)
+def _work(filename: str, path: str, frames: int, cutting: Cutting) -> VideoFaces:
+    return detect_video(filename, path, frames, _detector, cutting)
 
 
 class Workers:
@@ -108,8 +129,8 @@ class Workers:
             self._detector = FaceDetector(**self.detector_kwargs)
         return self._detector
 
-    def submit(self, filename: str, path: str | Path, frames: int, margin: float, detect_every: int):
-        return self._pool.apply_async(_work, (filename, str(path), frames, margin, detect_every))
+    def submit(self, filename: str, path: str | Path, frames: int, cutting: Cutting):
+        return self._pool.apply_async(_work, (filename, str(path), frames, cutting))
 
     def restart(self) -> None:
         """Stop every process (whatever it is doing) and start fresh ones."""
@@ -137,11 +158,10 @@ def iterate_faces(
     plan_frames: Callable[[int], int],
     remaining: Callable[[], float],
     detector_kwargs: dict,
-    margin: float,
+    cutting: Cutting,
     workers: int | Workers = 1,
     queue_size: int = 4,
     video_timeout: float = 300.0,
-    detect_every: int = 1,
 ) -> Iterator[VideoFaces]:
     """Decode and detect ``videos`` (``(filename, path)`` pairs), yielding results as they finish.
 
@@ -163,7 +183,7 @@ def iterate_faces(
                 frames = plan_frames(len(videos) - i)
                 if frames <= 0 or remaining() <= 0:
                     return
-                yield detect_video(filename, path, frames, pool.detector, margin, detect_every)
+                yield detect_video(filename, path, frames, pool.detector, cutting)
             return
         next_video = 0
         while True:
@@ -172,7 +192,7 @@ def iterate_faces(
                 if frames <= 0:
                     break
                 filename, path = videos[next_video]
-                pending[filename] = (pool.submit(filename, path, frames, margin, detect_every), path, frames,
+                pending[filename] = (pool.submit(filename, path, frames, cutting), path, frames,
                                      time.monotonic())
                 next_video += 1
             if not pending:
@@ -194,7 +214,7 @@ def iterate_faces(
                     _, _, frames, _ = pending.pop(name)
                     yield VideoFaces(name, frames, error=f"not finished after {video_timeout:g} s (decoder hung or worker died)")
                 for name, (_, path, frames, _) in list(pending.items()):
-                    pending[name] = (pool.submit(name, path, frames, margin, detect_every), path, frames, time.monotonic())
+                    pending[name] = (pool.submit(name, path, frames, cutting), path, frames, time.monotonic())
             if not finished:
                 time.sleep(0.02)
     finally:

@@ -29,7 +29,6 @@ from preprocessing.cli import add_field_flag
 from preprocessing.cluster import add_engine_arguments
 from preprocessing.detect import add_detector_arguments, detector_settings
 from preprocessing.fileio import atomic_write
-from preprocessing.geometry import DEFAULT_MARGIN
 from preprocessing.logs import configure_logging
 from preprocessing.sample import resolve_videos
 from preprocessing.video import FRAMES
@@ -39,7 +38,8 @@ from .aggregate import STRATEGIES, aggregate
 from .budget import Budget
 from .ensemble import PRECISIONS, Ensemble
 from .kaggle import default_submission
-from .pipeline import VideoFaces, Workers, default_workers, iterate_faces
+from .pipeline import Cutting, VideoFaces, Workers, default_workers, iterate_faces
+from .presets import PRESETS, Preset
 from .progress import ProgressLog
 
 log = logging.getLogger("kernels.predict")
@@ -53,11 +53,13 @@ class Settings:
 
     frames: int = FRAMES
     min_frames: int = 8
-    strategy: str = "confident"
+    strategy: str | None = None  # None: each model's own rule (its crop spec's aggregate)
     prior: float = 0.5
     eps: float = 0.01
-    margin: float = DEFAULT_MARGIN
     detect_every: int = 1
+    tracking: bool = True
+    max_faces: int | None = None
+    floor: bool = False
     detector: dict = field(default_factory=dict)  # FaceDetector keyword arguments
     deadline: float | None = None
     workers: int = field(default_factory=default_workers)
@@ -67,9 +69,19 @@ class Settings:
 
     def signature(self, ensemble: Ensemble) -> dict:
         """What a resumed run must share with the run it continues."""
-        detection = {k: v for k, v in self.detector.items() if k in ("thresholds", "min_score", "min_size")}
+        detection = {k: v for k, v in self.detector.items()
+                     if k in ("thresholds", "min_score", "min_size", "scale", "resample")}
         return {"weights": ensemble.digests, "frames": self.frames, "min_frames": self.min_frames,
-                "margin": self.margin, "detect_every": self.detect_every, **{k: list(v) if isinstance(v, tuple) else v for k, v in detection.items()}}
+                "specs": [m.spec.to_dict() for m in ensemble.models], "detect_every": self.detect_every,
+                "tracking": self.tracking, "max_faces": self.max_faces, "floor": self.floor,
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in detection.items()}}
+
+    def strategy_of(self, model) -> str:
+        """The frame -> video rule for ``model``: the one asked for, else the model's own."""
+        return self.strategy or model.spec.aggregate
+
+    def cutting(self, ensemble: Ensemble) -> Cutting:
+        return Cutting(ensemble.crop_specs, self.detect_every, self.tracking, self.max_faces, self.floor)
 
 
 def default_weights() -> list[Path]:
@@ -98,7 +110,7 @@ def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
         record.update(status="prior", reason=faces.error)
     else:
         try:
-            record["probs"] = {k: np.round(v.astype(np.float64), 6).tolist() for k, v in ensemble.predict(faces.crops).items()}
+            record["probs"] = {k: np.round(v.astype(np.float64), 6).tolist() for k, v in ensemble.predict(faces.cuts).items()}
         except Exception as err:  # a model failing on one video must not end the run
             record.update(status="prior", reason=f"model failed: {type(err).__name__}: {err}")
     record["seconds"] = round(seconds, 3)
@@ -116,9 +128,9 @@ def scored(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, budget: Budge
         yield from scored_on_ray(videos, ensemble, plan, budget.remaining, settings, keep_crops)
         return
     last = time.monotonic()
-    for faces in iterate_faces(videos, plan, budget.remaining, settings.detector, settings.margin,
+    for faces in iterate_faces(videos, plan, budget.remaining, settings.detector, settings.cutting(ensemble),
                                settings.workers if workers is None else workers,
-                               video_timeout=settings.video_timeout, detect_every=settings.detect_every):
+                               video_timeout=settings.video_timeout):
         yield faces, score_faces(faces, ensemble, time.monotonic() - last)
         last = time.monotonic()
 
@@ -128,7 +140,7 @@ def label_of(record: dict | None, ensemble: Ensemble, settings: Settings) -> tup
     strategy, then the model's calibration)."""
     if record is None or record["status"] != "ok":
         return float(np.clip(settings.prior, settings.eps, 1 - settings.eps)), {}
-    scores = {name: model.calibration(aggregate(record["probs"][name], record["track_ids"], settings.strategy))
+    scores = {name: model.calibration(aggregate(record["probs"][name], record["track_ids"], settings.strategy_of(model)))
               for name, model in zip(ensemble.names, ensemble.models)}
     return float(np.clip(ensemble.combine(scores), settings.eps, 1 - settings.eps)), scores
 
@@ -174,8 +186,9 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
     budget = Budget(settings.deadline, start=started)
     for name, model in zip(ensemble.names, ensemble.models):
         fitted_on = model.calibration.strategy
-        if fitted_on and fitted_on != settings.strategy:
-            log.warning("%s: calibrated on %r video scores, applied to %r ones", name, fitted_on, settings.strategy)
+        if fitted_on and fitted_on != settings.strategy_of(model):
+            log.warning("%s: calibrated on %r video scores, applied to %r ones", name, fitted_on,
+                        settings.strategy_of(model))
     progress = ProgressLog(out.with_suffix(".progress.jsonl"), settings.signature(ensemble), fresh)
     todo = [(name, path) for name, path in videos if name not in progress.records]
     if len(todo) < len(videos):
@@ -223,16 +236,18 @@ def named_videos(given: Sequence[Path] | None, sample_dir: Path) -> list[tuple[s
 
 def predict_folder(videos: str | Path | Sequence[str | Path], weights: Sequence[str | Path] | None = None,
                    out: str | Path | None = None, device: str | None = None, precision: str = "auto",
-                   model_weights: Sequence[float] | None = None, fresh: bool = False, **settings) -> pd.DataFrame:
+                   model_weights: Sequence[float] | None = None, fresh: bool = False, spec: dict | None = None,
+                   **settings) -> pd.DataFrame:
     """Notebook entry point: score a folder (or a list of files) and return the per-video details.
 
-    ``settings`` are :class:`Settings` fields (``frames``, ``strategy``, ``deadline``, ``workers``...);
-    ``out`` defaults to :func:`~kernels.kaggle.default_submission`.
+    ``spec``: crop spec fields replacing every checkpoint's own (``{"margin": 0.25}``); ``settings``
+    are :class:`Settings` fields (``frames``, ``strategy``, ``deadline``, ``workers``...); ``out``
+    defaults to :func:`~kernels.kaggle.default_submission`.
     """
     out = Path(out) if out is not None else default_submission()
     given = [Path(videos)] if isinstance(videos, (str, Path)) else [Path(v) for v in videos]
     named = named_videos(given, out.parent / "sample_videos")
-    ensemble = Ensemble.load(weights or default_weights(), model_weights, device, precision)
+    ensemble = Ensemble.load(weights or default_weights(), model_weights, device, precision, spec=spec)
     return run(named, ensemble, out, Settings(**settings), fresh)
 
 
@@ -251,7 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flag(p, default, "min_frames", "fewest frames when short of time")
     add_field_flag(p, default, "detect_every", "run MTCNN on every k-th frame and interpolate the boxes between")
     p.add_argument("--deadline", type=float, help="seconds for the whole folder, from start to written CSV")
-    add_field_flag(p, default, "strategy", "frame -> video aggregation", choices=sorted(STRATEGIES))
+    add_field_flag(p, default, "strategy", "frame -> video aggregation; None: each checkpoint's own, from its crop spec",
+                   choices=sorted(STRATEGIES))
+    p.add_argument("--margin", type=float,
+                   help="crop margin per side, a fraction of the box (default: each checkpoint's own)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="a published solution's inference recipe (frames, detection, faces kept); "
+                        "flags given explicitly still win")
     add_field_flag(p, default, "prior", "label for videos that cannot be scored")
     add_field_flag(p, default, "eps", "clip labels to [eps, 1 - eps]")
     p.add_argument("--shard", help="i/n: score only shard i of n (0-based); join shards with submission.merge")
@@ -270,21 +291,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    preset = PRESETS.get(parser.parse_known_args(argv)[0].preset) or Preset()
+    parser.set_defaults(**preset.flags)
+    args = parser.parse_args(argv)
     configure_logging(args.verbose)
+    detector = {**detector_settings(args), **preset.detector}
     local = args.workers if args.engine == "local" else 0  # on Ray, detection runs in Ray's tasks
-    with Workers(detector_settings(args), local) as workers:  # they start while the models load
-        return score_folder(args, workers, started)
+    with Workers(detector, local) as workers:  # they start while the models load
+        return score_folder(args, detector, preset, workers, started)
 
 
-def score_folder(args: argparse.Namespace, workers: Workers, started: float) -> int:
+def score_folder(args: argparse.Namespace, detector: dict, preset: Preset, workers: Workers, started: float) -> int:
     """The command's work once its detection workers are starting; returns the exit status."""
     weights = args.weights or default_weights()
     if not weights:
         log.error("no checkpoint in %s: pass --weights (see README: Train)", WEIGHTS_DIR)
         return 2
     try:
-        ensemble = Ensemble.load(weights, args.model_weights, args.device, args.precision)
+        ensemble = Ensemble.load(weights, args.model_weights, args.device, args.precision,
+                                 spec={"margin": args.margin})
     except (CheckpointError, ValueError) as err:
         log.error("%s", err)
         return 2
@@ -296,10 +322,10 @@ def score_folder(args: argparse.Namespace, workers: Workers, started: float) -> 
     settings = Settings(frames=args.frames, min_frames=args.min_frames, detect_every=args.detect_every,
                         strategy=args.strategy, prior=args.prior,
                         eps=args.eps, deadline=args.deadline, workers=args.workers,
-                        video_timeout=args.video_timeout, detector=detector_settings(args),
-                        engine=args.engine, address=args.address)
+                        video_timeout=args.video_timeout, detector=detector,
+                        engine=args.engine, address=args.address, **preset.settings)
     log.info("%d videos, model(s) %s in %s, strategy %s", len(named), ensemble.names,
-             ensemble.precisions, settings.strategy)
+             ensemble.precisions, settings.strategy or "each model's own")
     try:
         details = run(named, ensemble, args.out, settings, args.fresh, started, workers=workers)
     except OSError as err:  # a read-only folder, a full disk: earlier outputs stay as they were

@@ -27,7 +27,7 @@ from preprocessing.cluster import ray_session
 from preprocessing.detect import FaceDetector
 
 from .ensemble import Ensemble
-from .pipeline import VideoFaces, detect_video
+from .pipeline import Cutting, VideoFaces, detect_video
 from .predict import Settings, score_faces
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,12 @@ _replicas: dict[tuple, list] = {}  # per Ray session and ensemble: the next run 
 
 
 @ray.remote(num_cpus=1, max_retries=RETRIES, scheduling_strategy="SPREAD")
-def _detect(filename: str, path: str, frames: int, detector: dict, margin: float,
-            detect_every: int) -> tuple[VideoFaces, str]:
+def _detect(filename: str, path: str, frames: int, detector: dict, cutting: Cutting) -> tuple[VideoFaces, str]:
     """One video's faces (on this worker's CPU) and the id of the node that found them."""
     key = tuple(sorted(detector.items()))
     if key not in _detectors:
         _detectors[key] = FaceDetector(**detector)
-    faces = detect_video(filename, path, frames, _detectors[key], margin, detect_every)
+    faces = detect_video(filename, path, frames, _detectors[key], cutting)
     return faces, ray.get_runtime_context().get_node_id()
 
 
@@ -53,8 +52,8 @@ class _Scorer:
     """The ensemble, loaded once on this replica's device (its GPU if given one). It reserves no CPU:
     on a CPU-only node it shares the cores with the detection tasks."""
 
-    def __init__(self, paths: list[str], weights: list[float], precision: str, batch_size: int):
-        self.ensemble = Ensemble.load(paths, weights, precision=precision, batch_size=batch_size)
+    def __init__(self, paths: list[str], weights: list[float], precision: str, batch_size: int, spec: dict):
+        self.ensemble = Ensemble.load(paths, weights, precision=precision, batch_size=batch_size, spec=spec)
 
     def score(self, detected: tuple[VideoFaces, str], keep_crops: bool) -> tuple[VideoFaces, dict]:
         faces, node = detected
@@ -67,10 +66,11 @@ def _scorers(ensemble: Ensemble, gpus: int) -> list:
     count = gpus or sum(node["Alive"] for node in ray.nodes())
     context = ray.get_runtime_context()  # the driver's node and job: this session alone
     key = (context.get_node_id(), context.get_job_id(), tuple(ensemble.paths), tuple(ensemble.weights.tolist()),
-           ensemble.precision, ensemble.batch_size, count)
+           ensemble.precision, ensemble.batch_size, tuple(sorted(ensemble.spec.items())), count)
     if key not in _replicas:
         _replicas[key] = [_Scorer.options(num_cpus=0, num_gpus=int(gpus > 0), scheduling_strategy="SPREAD").remote(
-            ensemble.paths, ensemble.weights.tolist(), ensemble.precision, ensemble.batch_size) for _ in range(count)]
+            ensemble.paths, ensemble.weights.tolist(), ensemble.precision, ensemble.batch_size, ensemble.spec)
+            for _ in range(count)]
     return _replicas[key]
 
 
@@ -97,7 +97,7 @@ def scored_on_ray(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, plan_f
     instead, with a detection task per CPU. ``record["seconds"]`` is the wall time since the
     previous video finished.
     """
-    detector = {**settings.detector, "device": "cpu"}
+    detector, cutting = {**settings.detector, "device": "cpu"}, settings.cutting(ensemble)
     with ray_session(settings.address, num_cpus=max(settings.workers, 1)):
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
@@ -113,8 +113,7 @@ def scored_on_ray(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, plan_f
                     if frames <= 0:
                         break
                     filename, path = videos[next_video]
-                    detected = _detect.remote(filename, str(path), frames, detector, settings.margin,
-                                              settings.detect_every)
+                    detected = _detect.remote(filename, str(path), frames, detector, cutting)
                     scored = scorers[next_video % len(scorers)].score.remote(detected, keep_crops)
                     pending[scored] = (filename, frames, detected, time.monotonic())
                     next_video += 1

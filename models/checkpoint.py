@@ -4,7 +4,8 @@ A checkpoint is a ``torch.save``'d dict::
 
     {"format": "deepfake-detector", "version": 1, "model": ModelConfig.to_dict(),
      "state_dict": {...}, "epoch": int, "metrics": {...}, "optimizer": ..., "scheduler": ..., ...,
-     "calibration": Calibration.to_dict()}   # optional: the identity when absent
+     "calibration": Calibration.to_dict(),   # optional: the identity when absent
+     "crop_spec": CropSpec.to_dict()}        # optional: the defaults with the model's size when absent
 
 It is loaded with ``torch.load(weights_only=True)`` (a pickle that tries to run code is refused) and
 its weights with ``strict=True`` (a renamed layer is an error, never a silently random model).
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from preprocessing.cropspec import CropSpec, CropSpecError
 from preprocessing.fileio import atomic_write
 from preprocessing.logs import configure_logging
 
@@ -50,7 +52,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     """Save ``model`` (a :class:`DeepfakeClassifier`, wrapped or not) with ``extra`` entries
     (epoch, metrics, optimizer and scheduler state...), atomically."""
     model = unwrap(model)
-    payload = {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(),
+    payload = {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(), "crop_spec": model.spec.to_dict(),
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, **extra}
     _write(path, payload)
 
@@ -98,7 +100,9 @@ def _model(payload: dict[str, Any], path: str | os.PathLike) -> DeepfakeClassifi
     model.load_state_dict(payload["state_dict"], strict=True)
     try:
         model.calibration = Calibration.from_dict(payload.get("calibration"))
-    except (ConfigError, TypeError) as err:
+        if "crop_spec" in payload:  # older checkpoints: the defaults their models were trained with
+            model.spec = CropSpec.from_dict(payload["crop_spec"])
+    except (ConfigError, CropSpecError, TypeError) as err:
         raise CheckpointError(f"{path}: {err}") from err
     return model
 
@@ -115,7 +119,8 @@ def _write(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 
 
 #: What a shipped checkpoint keeps: everything but the state a resumed run needs.
-SHIPPED = ("format", "version", "model", "state_dict", "epoch", "metrics", "train", "calibration")
+SHIPPED = ("format", "version", "model", "crop_spec", "state_dict", "epoch", "metrics", "train", "calibration",
+           "source")
 
 
 def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> None:

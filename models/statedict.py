@@ -10,7 +10,11 @@ from torch import nn
 def weights_mismatch(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> str:
     """Why ``state_dict`` does not fit ``model`` exactly — missing keys, unexpected keys, tensors of
     another shape, each named (a few of each) — or "" when it fits."""
-    expected = model.state_dict()
+    return layout_mismatch(model.state_dict(), state_dict)
+
+
+def layout_mismatch(expected: dict[str, Any], state_dict: dict[str, Any]) -> str:
+    """:func:`weights_mismatch` against a layout: ``expected`` maps each key to a tensor or a shape."""
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     shapes = [f"{k} {_shape(state_dict[k])} in file vs {_shape(expected[k])} in model"
@@ -22,7 +26,9 @@ def weights_mismatch(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> s
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    return tuple(value) if isinstance(value, (tuple, torch.Size)) else None
 
 
 def _few(keys: list[str], n: int = 5) -> str:

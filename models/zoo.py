@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from preprocessing.geometry import resize_and_pad
+from preprocessing.cropspec import CropSpec
 
 from . import pretrained as pretrained_weights
 from .calibration import Calibration
@@ -102,6 +102,8 @@ class DeepfakeClassifier(nn.Module):
             if config.map_head else None
         #: Applied by the kernel to this model's video scores; a checkpoint's "calibration" entry sets it.
         self.calibration = Calibration()
+        #: How faces become this model's input; a checkpoint's "crop_spec" entry sets it.
+        self.spec = default_spec(config)
 
     def forward(self, images: torch.Tensor, with_map: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``images``: (B, 3, S, S) normalised; returns (B,) logits, and with ``with_map`` (map head
@@ -190,14 +192,21 @@ def _error_detail(err: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def to_batch(crops: Sequence[np.ndarray], config: ModelConfig) -> torch.Tensor:
-    """RGB uint8 face crops -> a normalised (B, 3, S, S) float tensor, resized and padded the one way
-    training validation and the kernel share (:func:`preprocessing.geometry.resize_and_pad`)."""
-    size = config.input_size
+def default_spec(config: ModelConfig, **crop: Any) -> CropSpec:
+    """The crop spec of a model of ours: :class:`CropSpec`'s defaults (or ``crop``: the crop part a
+    prepared folder was cut with) with the model's input size and normalisation."""
+    return CropSpec(size=(config.input_size, config.input_size), mean=config.mean, std=config.std, **crop)
+
+
+def to_batch(crops: Sequence[np.ndarray], spec: CropSpec | ModelConfig) -> torch.Tensor:
+    """RGB uint8 face crops -> a normalised (B, 3, H, W) float tensor, resized as ``spec`` says (a
+    model config: its :func:`default_spec`, the one resize training, validation and the kernel share)."""
+    spec = spec if isinstance(spec, CropSpec) else default_spec(spec)
+    width, height = spec.size
     if not len(crops):
-        return torch.zeros((0, 3, size, size))
-    batch = np.stack([resize_and_pad(crop, size) for crop in crops])
+        return torch.zeros((0, 3, height, width))
+    batch = np.stack([spec.fit(crop) for crop in crops])
     tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(config.mean).view(1, 3, 1, 1)
-    std = torch.tensor(config.std).view(1, 3, 1, 1)
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
     return (tensor - mean) / std

@@ -13,15 +13,17 @@ import numpy as np
 DEFAULT_MARGIN = 0.3
 
 
-def grow_boxes(boxes, margin: float) -> np.ndarray:
+def grow_boxes(boxes, margin: float | tuple[float, float]) -> np.ndarray:
     """Grow each box by ``margin`` times its width on the left and on the right, and likewise its
-    height at the top and the bottom; float, unclipped, shaped ``(n, 4)``."""
+    height at the top and the bottom (``margin`` one fraction, or (x, y) fractions); float,
+    unclipped, shaped ``(n, 4)``."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    delta = margin * np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
+    per_axis = np.broadcast_to(np.asarray(margin, dtype=np.float64), (2,))
+    delta = np.concatenate([(boxes[:, 2:] - boxes[:, :2]) * per_axis] * 2, axis=1)
     return boxes + delta * [-1, -1, 1, 1]
 
 
-def expand_box(box, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+def expand_box(box, margin: float | tuple[float, float], width: int, height: int) -> tuple[int, int, int, int]:
     """Grow ``box`` by ``margin`` (see :func:`grow_boxes`), snap outward to whole pixels and clip
     to a ``width x height`` frame, so it never leaves the frame (a box wholly outside clips to an
     empty box)."""
@@ -57,25 +59,48 @@ def box_iou(a, b) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
+def truncated_box(box, margin: tuple[float, float], width: int, height: int) -> tuple[int, int, int, int]:
+    """The DFDC winner's crop box: corners truncated to whole pixels (toward zero), then grown by
+    ``floor(margin * side)`` whole pixels per side (``margin`` = (x, y) fractions of the integer box
+    width and height: 1/3 gives ``w // 3``), clipped to the ``width x height`` frame."""
+    x1, y1, x2, y2 = (math.trunc(float(v)) for v in np.asarray(box, dtype=np.float64).reshape(4))
+    pad_x = math.floor((x2 - x1) * margin[0] + 1e-9)  # 1e-9: (3k) * (1/3 as a float) is k, not k - 1
+    pad_y = math.floor((y2 - y1) * margin[1] + 1e-9)
+    return (min(max(x1 - pad_x, 0), width), min(max(y1 - pad_y, 0), height),
+            max(min(x2 + pad_x, width), 0), max(min(y2 + pad_y, height), 0))
+
+
+def fitted_size(height: int, width: int, size: tuple[int, int], truncate: bool = False) -> tuple[int, int]:
+    """``(new_w, new_h)`` of an image scaled, aspect kept, to fit ``size`` = (width, height) with one
+    side touching: that side gets the target exactly, the other ``side * scale`` rounded (or
+    truncated, the DFDC winner's ``int``), at least 1 pixel."""
+    snap = int if truncate else round
+    if size[0] / width < size[1] / height:  # a tie (a square into a square) goes to the height, as the winner's did
+        return size[0], max(1, snap(height * (size[0] / width)))
+    return max(1, snap(width * (size[1] / height))), size[1]
+
+
 def resize_and_pad(
     image: np.ndarray,
-    size: int,
+    size: int | tuple[int, int],
     interpolation_down: int = cv2.INTER_AREA,
     interpolation_up: int = cv2.INTER_CUBIC,
+    truncate: bool = False,
 ) -> np.ndarray:
-    """Scale ``image`` so its long side is ``size`` (aspect kept), then zero-pad it to ``size x size``.
+    """Scale ``image`` to fit ``size`` (an int for a square, or (width, height)) with its aspect kept
+    (see :func:`fitted_size`), then zero-pad it to ``size``, centred.
 
-    The image is centred in the square. This is the one resize that training, validation and the
-    kernel share, so a model sees the same geometry everywhere.
+    This is the one resize that training, validation and the kernel share, so a model sees the same
+    geometry everywhere.
     """
     height, width = image.shape[:2]
     if height == 0 or width == 0:
         raise ValueError(f"cannot resize an empty image of shape {image.shape}")
-    scale = size / max(height, width)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    interpolation = interpolation_down if scale < 1 else interpolation_up
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    new_w, new_h = fitted_size(height, width, size, truncate)
+    interpolation = interpolation_down if new_w < width or new_h < height else interpolation_up
     resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    out = np.zeros((size, size) + image.shape[2:], dtype=image.dtype)
+    top, left = (size[1] - new_h) // 2, (size[0] - new_w) // 2
+    out = np.zeros((size[1], size[0]) + image.shape[2:], dtype=image.dtype)
     out[top : top + new_h, left : left + new_w] = resized
     return out

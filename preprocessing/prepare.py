@@ -45,6 +45,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .cli import add_field_flag
 from .cluster import ENGINES, add_engine_arguments
+from .cropspec import crop_entry
 from .detect import DEFAULTS as DETECTOR, TRAINING_THRESHOLDS, FaceDetector, add_detector_arguments, default_device
 from .faces import find_faces
 from .fileio import atomic_write, write_json, write_png
@@ -394,7 +395,7 @@ def prepare(config: PrepareConfig) -> Summary:
     out = Path(config.out)
     _check_config(config, out)
     index = build_index(config.dataset, config.root, config.labels)
-    write_json(out / "config.json", asdict(config))
+    write_json(out / "config.json", {**asdict(config), "crop_spec": crop_entry(config.margin)})
     table = index.videos.assign(fold=assign_folds(index.videos["group"], index.videos["label"], config.folds,
                                                   config.seed))
     table = table[in_shard(table["group"], config.shard)].reset_index(drop=True)

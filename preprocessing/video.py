@@ -62,8 +62,10 @@ def find_videos(root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
 
 
-def sample_indices(frame_count: int, n: int) -> np.ndarray:
-    """``n`` evenly spaced, distinct frame indices in ``[0, frame_count)``, first and last included.
+def sample_indices(frame_count: int, n: int, floor: bool = False) -> np.ndarray:
+    """``n`` evenly spaced, distinct frame indices in ``[0, frame_count)``, first and last included:
+    ``linspace(0, frame_count - 1, n)`` rounded (or, with ``floor``, truncated as the DFDC winner's
+    ``dtype=int`` did).
 
     Returns every index when the video has ``n`` frames or fewer.
     """
@@ -71,7 +73,8 @@ def sample_indices(frame_count: int, n: int) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     if n >= frame_count:
         return np.arange(frame_count, dtype=np.int64)
-    return np.unique(np.linspace(0, frame_count - 1, n).round().astype(np.int64))
+    spaced = np.linspace(0, frame_count - 1, n)
+    return np.unique((spaced if floor else spaced.round()).astype(np.int64))
 
 
 def _open(path: str) -> cv2.VideoCapture:
@@ -175,7 +178,7 @@ MAX_SIDE = 3840
 
 
 def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None = MAX_SIDE,
-                seek: bool | None = None) -> Frames:
+                seek: bool | None = None, floor: bool = False) -> Frames:
     """Read ``n`` evenly spaced frames of ``path`` (fewer if the video is shorter), in stream order.
 
     Streamed (``seek=False``): every frame up to the last wanted one is grabbed and only the wanted
@@ -185,7 +188,8 @@ def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None =
     indices and pixels; a seek that fails falls back to streaming. When the container's frame count is missing
     or wrong, the true count is found and the frames are sampled over it, so indices are always
     distinct and match the stream. Frames with a long side over ``max_side`` are shrunk to it
-    (``Frames.scale``). Raises :class:`VideoReadError` for a file that yields no frame.
+    (``Frames.scale``); ``floor``: see :func:`sample_indices`. Raises :class:`VideoReadError` for a
+    file that yields no frame.
     """
     path = str(path)
     capture = _open(path)
@@ -197,7 +201,7 @@ def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None =
     frame_count = declared if declared > 0 else _count_frames(path)
     if frame_count == 0:
         raise VideoReadError(path, "no decodable frame (empty or corrupted stream)")
-    wanted = sample_indices(frame_count, n)
+    wanted = sample_indices(frame_count, n, floor)
     if declared > 0 and (seek if seek is not None else frame_count > SEEK_GAP * len(wanted)):
         indices, images, exact = _seek(path, wanted, max_side)
         if exact and len(indices) == len(wanted):
@@ -210,7 +214,7 @@ def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None =
             raise VideoReadError(path, "no decodable frame (truncated or corrupted stream)")
         log.info("%s: container declares %d frames, stream holds %d; resampled", path, declared, true_count)
         frame_count = true_count
-        indices, images, _, _ = _stream(path, sample_indices(frame_count, n), max_side)
+        indices, images, _, _ = _stream(path, sample_indices(frame_count, n, floor), max_side)
     if not images:
         raise VideoReadError(path, "no decodable frame (frames present but none could be decoded)")
     return _frames(path, indices, images, frame_count, fps, capture_size)

@@ -354,12 +354,13 @@ def test_shards_split_deterministically_and_cover_every_video():
 
 
 def test_a_video_that_does_not_finish_in_time_gets_an_error_and_the_run_goes_on(data_dir):
-    from kernels.pipeline import iterate_faces
+    from kernels.pipeline import Cutting, iterate_faces
+    from preprocessing.cropspec import CropSpec
 
     videos = [(f"v{i}.mp4", data_dir / CLIPS[0]) for i in range(3)]
     start = time.monotonic()
     # the spawned worker cannot even start within 0.2 s: every video times out, and the pool restarts
-    results = list(iterate_faces(videos, lambda left: 4, lambda: math.inf, {}, 0.3, workers=1,
+    results = list(iterate_faces(videos, lambda left: 4, lambda: math.inf, {}, Cutting((CropSpec((64, 64)),)), workers=1,
                                  queue_size=1, video_timeout=0.2))
     assert [r.filename for r in results] == ["v0.mp4", "v1.mp4", "v2.mp4"]
     assert all(r.error == "not finished after 0.2 s (decoder hung or worker died)" for r in results)

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from models.checkpoint import load_model, read_checkpoint
 from models.metrics import label_metrics
 from models.precision import Precision
-from models.zoo import ConfigError, ModelConfig, build_model, to_batch
+from models.zoo import ConfigError, ModelConfig, build_model, default_spec, to_batch
 from training import distributed
 from training import train as train_module
 from training.dataset import LANDMARK_COLUMNS, read_crop
@@ -371,6 +371,7 @@ def test_the_cli_trains_a_fold_into_a_checkpoint_the_kernel_reads_alike(faces_pr
     # The best checkpoint, loaded as the kernel loads it and fed the kernel's tensors, scores every
     # validation video as validation did.
     model = load_model(out / "best.pt")
+    assert read_checkpoint(out / "best.pt")["crop_spec"] == default_spec(TINY).to_dict()  # its input contract travels
     crops = pd.read_csv(faces_prepared / "crops.csv")
     videos = pd.read_csv(out / "best_videos.csv").set_index("video")
     assert set(videos.index) == set(crops.video[crops.fold == 1])

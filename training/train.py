@@ -46,7 +46,8 @@ from models.precision import PRECISIONS, Precision
 from models.pretrained import SOURCES
 from models.statedict import weights_mismatch
 from models.strict import ConfigError, strict_fields
-from models.zoo import DeepfakeClassifier, ModelConfig, build_model
+from models.zoo import DeepfakeClassifier, ModelConfig, build_model, default_spec
+from preprocessing.cropspec import read_crop_entry
 from preprocessing.fileio import atomic_write, write_json
 from preprocessing.logs import configure_logging
 
@@ -313,6 +314,9 @@ def fit(
         state = _resume_state(out, model_config, cfg, ctx.world_size) if resume else None
         precision = Precision.resolve(cfg.precision, ctx.device, cfg.channels_last)
         model, ema = _models(model_config, cfg, ctx, precision, pretrained_file, state, out / "last.pt")
+        crop = read_crop_entry(train_set.root) if hasattr(train_set, "root") else {}
+        for each in (model, ema.module if ema is not None else model):  # its checkpoints store the crops it learns from
+            each.spec = default_spec(model_config, **crop)
         train_loader, val_loader = _loaders(train_set, val_set, cfg, ctx)
         iterations = cfg.iterations or len(train_loader)
         optimizer = _optimizer(cfg, model)
