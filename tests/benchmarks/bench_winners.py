@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     crops = (crops * args.faces)[: args.faces]
     print(f"{len(clips)} DFDC 1080p clips: decode + detect {two:.2f} s at 2 frames, {more:.2f} s at {args.frames} "
           f"-> {per_video_detect:.1f} s at {PRESET_FRAMES} frames")
-    print(f"| models | device | precision | model s/face | s/video (32 faces + detection) | 4,000 videos (h) |")
+    print("| models | device | precision | model s/face | s/video (32 faces + detection) | 4,000 videos (h) |")
     print("|---|---|---|---|---|---|")
     torch.manual_seed(0)
     models = [build_model(selim.config).eval().to(device) for _ in range(max(args.models))]
