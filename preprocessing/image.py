@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .video import MAX_SIDE, VIDEO_EXTENSIONS, Frames, VideoReadError, find_videos, read_frames, shrink
+from .video import FRAMES, MAX_SIDE, VIDEO_EXTENSIONS, Frames, VideoReadError, find_videos, read_frames, shrink
 
 #: File name endings treated as still images when a folder is scanned (case-insensitive).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
@@ -43,9 +43,9 @@ def read_image(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> Fram
     return Frames(path, np.zeros(1, dtype=np.int64), [shrunk], 1, 0.0, max(shrunk.shape[:2]) / max(rgb.shape[:2]))
 
 
-def read_input(path: str | os.PathLike, n: int = 32, max_side: int | None = MAX_SIDE, floor: bool = False) -> Frames:
+def read_input(path: str | os.PathLike, n: int = FRAMES, max_side: int | None = MAX_SIDE, floor: bool = False) -> Frames:
     """:func:`read_image` for a still image (by its ending), else :func:`read_frames` (``floor``: its spacing rule)."""
-    return read_image(path, max_side) if is_image(path) else read_frames(path, n, max_side, floor)
+    return read_image(path, max_side) if is_image(path) else read_frames(path, n, max_side, floor=floor)
 
 
 def find_inputs(root: str | os.PathLike) -> list[Path]:

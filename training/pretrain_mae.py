@@ -34,7 +34,8 @@ from models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from models.precision import Precision
 from models.statedict import weights_mismatch
 from models.strict import ConfigError, strict_fields
-from models.zoo import ModelConfig, to_batch
+from models.zoo import ModelConfig, default_spec, to_batch
+from preprocessing.cropspec import read_crop_entry
 from preprocessing.fileio import atomic_write, write_json, write_png
 from preprocessing.geometry import resize_and_pad
 from preprocessing.logs import configure_logging
@@ -135,6 +136,7 @@ def pretrain(model_config: ModelConfig, cfg: PretrainConfig, data: str | Path, o
     precision = Precision.resolve(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     model = MaskedAutoencoder(model_config, cfg.decoder_width, cfg.decoder_depth, cfg.decoder_heads)
+    model.spec = default_spec(model_config, **read_crop_entry(data))  # its checkpoints store the crops it learns from
     dataset = RealFaces(data, model_config, model.patch, cfg.flip, cfg.seed)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers, drop_last=True,
                         pin_memory=device.type == "cuda")
