@@ -40,12 +40,20 @@ def sharpen(probs: np.ndarray, power: float = 0.65) -> float:
     return float((sharpened * weights).sum() / weights.sum())
 
 
+def logitmean(probs: np.ndarray) -> float:
+    """Polimi's rule: the sigmoid of the mean logit (a frame the model is sure of weighs more than
+    in the plain mean)."""
+    probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-15, 1 - 1e-15)
+    return float(1 / (1 + np.exp(-np.mean(np.log(probs) - np.log1p(-probs)))))
+
+
 #: Strategy name -> (score of one track's frames, how track scores combine into the video's).
 STRATEGIES: dict[str, tuple[Callable[[np.ndarray], float], Callable[[np.ndarray], float]]] = {
     "mean": (mean, np.mean),
     "confident": (confident, np.mean),
     "sharpen": (sharpen, np.mean),
     "trackmax": (mean, np.max),
+    "logitmean": (logitmean, np.mean),
 }
 
 

@@ -197,7 +197,7 @@ class Ensemble:
                     batch = batch.contiguous(memory_format=torch.channels_last)
                 with _autocast(precision, self.device):
                     logits = model(batch)
-                out[name].append(torch.sigmoid(logits.float()).cpu().numpy())
+                out[name].append(torch.sigmoid(logits.double()).cpu().numpy())  # float64: logits stay recoverable
         return {name: np.concatenate(probs) if probs else np.zeros(0) for name, probs in out.items()}
 
     def combine(self, scores: dict[str, float]) -> float:

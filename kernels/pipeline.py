@@ -31,14 +31,16 @@ log = logging.getLogger(__name__)
 class Cutting:
     """How a video's faces become crops: ``specs`` (one per distinct crop key, each face is cut once
     per spec), MTCNN on every ``detect_every``-th frame (see :func:`find_faces`), ``tracking`` (off:
-    every face of every frame in track 0, see :func:`every_face`), at most ``max_faces`` faces (the
-    first ones), frames at rounded or ``floor``-ed even spacing (see :func:`read_frames`)."""
+    every face of every frame in track 0, or its ``per_frame`` most confident, see :func:`every_face`),
+    at most ``max_faces`` faces (the first ones), frames at rounded or ``floor``-ed even spacing (see
+    :func:`read_frames`)."""
 
     specs: tuple[CropSpec, ...]
     detect_every: int = 1
     tracking: bool = True
     max_faces: int | None = None
     floor: bool = False
+    per_frame: int | None = None
 
 
 @dataclass
@@ -65,7 +67,7 @@ def detect_video(filename: str, path: str | Path, frames: int, detector: FaceDet
     try:
         sampled = read_input(path, frames, floor=cutting.floor)
         faces = find_faces(sampled, detector, detect_every=cutting.detect_every) if cutting.tracking \
-            else every_face(sampled, detector)
+            else every_face(sampled, detector, per_frame=cutting.per_frame)
         faces = faces[: cutting.max_faces]
         position = {int(index): i for i, index in enumerate(sampled.indices)}
         result.frames_read = len(sampled)

@@ -60,6 +60,7 @@ class Settings:
     tracking: bool = True
     max_faces: int | None = None
     floor: bool = False
+    per_frame: int | None = None  # with tracking off: each frame's most confident faces only
     detector: dict = field(default_factory=dict)  # FaceDetector keyword arguments
     deadline: float | None = None
     workers: int = field(default_factory=default_workers)
@@ -74,6 +75,7 @@ class Settings:
         return {"weights": ensemble.digests, "frames": self.frames, "min_frames": self.min_frames,
                 "specs": [m.spec.to_dict() for m in ensemble.models], "detect_every": self.detect_every,
                 "tracking": self.tracking, "max_faces": self.max_faces, "floor": self.floor,
+                "per_frame": self.per_frame,
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in detection.items()}}
 
     def strategy_of(self, model) -> str:
@@ -81,7 +83,8 @@ class Settings:
         return self.strategy or model.spec.aggregate
 
     def cutting(self, ensemble: Ensemble) -> Cutting:
-        return Cutting(ensemble.crop_specs, self.detect_every, self.tracking, self.max_faces, self.floor)
+        return Cutting(ensemble.crop_specs, self.detect_every, self.tracking, self.max_faces, self.floor,
+                       self.per_frame)
 
 
 def default_weights() -> list[Path]:
@@ -110,7 +113,7 @@ def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
         record.update(status="prior", reason=faces.error)
     else:
         try:
-            record["probs"] = {k: np.round(v.astype(np.float64), 6).tolist() for k, v in ensemble.predict(faces.cuts).items()}
+            record["probs"] = {k: v.tolist() for k, v in ensemble.predict(faces.cuts).items()}
         except Exception as err:  # a model failing on one video must not end the run
             record.update(status="prior", reason=f"model failed: {type(err).__name__}: {err}")
     record["seconds"] = round(seconds, 3)

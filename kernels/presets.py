@@ -28,4 +28,11 @@ PRESETS = {
         settings={"tracking": False, "max_faces": 127, "floor": True},
         detector={"scale": 0.5, "resample": "pil"},
     ),
+    # Polimi (icpr2020dfdc, blazeface/read_video.py and face_extract.py): 32 frames at
+    # int(linspace(0, n - 1, 32)), each frame's most confident face (keep_only_best_face); their
+    # detector is BlazeFace, ours MTCNN at its defaults.
+    "polimi": Preset(
+        flags={"frames": 32},
+        settings={"tracking": False, "per_frame": 1, "floor": True},
+    ),
 }

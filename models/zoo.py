@@ -22,6 +22,7 @@ from preprocessing.cropspec import CropSpec
 
 from . import pretrained as pretrained_weights
 from .calibration import Calibration
+from .layers import gate_block
 from .statedict import weights_mismatch
 from .strict import ConfigError, strict_fields
 
@@ -29,8 +30,10 @@ from .strict import ConfigError, strict_fields
 @dataclass(frozen=True)
 class ModelConfig:
     """What a model is: ``encoder`` (timm name, e.g. ``tf_efficientnet_b7.ns_jft_in1k``), square
-    ``input_size`` in pixels, per-channel ``mean``/``std`` of RGB in [0, 1], head ``dropout``, and
-    ``map_head``: a :class:`MapDecoder` beside the classifier that learns where a crop was manipulated."""
+    ``input_size`` in pixels, per-channel ``mean``/``std`` of RGB in [0, 1], head ``dropout``,
+    ``map_head``: a :class:`MapDecoder` beside the classifier that learns where a crop was manipulated;
+    ``attention_block``: the EfficientNet block whose output an :class:`models.layers.AttentionGate`
+    multiplies (None: no gate; Polimi's attention models, ``training.convert``)."""
 
     encoder: str
     input_size: int
@@ -39,6 +42,7 @@ class ModelConfig:
     dropout: float = 0.0
     drop_path_rate: float = 0.0
     map_head: bool = False
+    attention_block: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -92,6 +96,11 @@ class DeepfakeClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = _create_encoder(config, pretrained, pretrained_file)
+        if config.attention_block is not None:
+            try:
+                self.attention = gate_block(self.encoder, config.attention_block)
+            except ValueError as err:
+                raise ConfigError(f"{config.encoder}: attention_block: {err}") from err
         self.dropout = nn.Dropout(config.dropout)
         # Pooled width: after the head convolution where a model has one (MobileNetV3: 1024, not num_features 576).
         width = getattr(self.encoder, "head_hidden_size", None) or self.encoder.num_features

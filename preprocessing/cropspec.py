@@ -19,16 +19,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .geometry import DEFAULT_MARGIN, expand_box, resize_and_pad, truncated_box
+from .geometry import DEFAULT_MARGIN, PIL_BILINEAR, expand_box, resize, resize_and_pad, square_box, truncated_box
 
 #: Box rules: ``outward``: grow the float box by the margin, snap outward, clip (:func:`expand_box`);
-#: ``truncate``: the DFDC winner's integer corners and ``floor(margin * side)`` pads (:func:`truncated_box`).
-BOX_RULES = ("outward", "truncate")
+#: ``truncate``: the DFDC winner's integer corners and ``floor(margin * side)`` pads (:func:`truncated_box`);
+#: ``square``: Polimi's square of the longer side around the box grown by ``margin`` times its
+#: height, twice at the top (:func:`square_box`; one margin, a square input).
+BOX_RULES = ("outward", "truncate", "square")
 #: Resize rules: ``pad``: long side to fit, centred on black (:func:`resize_and_pad`); ``stretch``:
 #: straight to width x height.
 RESIZE_RULES = ("pad", "stretch")
 INTERPOLATIONS = {"area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR,
-                  "nearest": cv2.INTER_NEAREST}
+                  "nearest": cv2.INTER_NEAREST, PIL_BILINEAR: PIL_BILINEAR}
 
 
 class CropSpecError(ValueError):
@@ -70,6 +72,8 @@ class CropSpec:
                      ("enlarge", INTERPOLATIONS)) if getattr(self, name) not in choices]
         if min(self.size) <= 0 or min(self.std) <= 0 or min(self.margin) < 0:
             problems.append("size and std must be > 0, margin >= 0")
+        if self.box_rule == "square" and (self.size[0] != self.size[1] or self.margin[0] != self.margin[1]):
+            problems.append("the square box rule needs a square size and one margin")
         if problems:
             raise CropSpecError(f"crop spec: {'; '.join(problems)}")
 
@@ -91,12 +95,14 @@ class CropSpec:
     @property
     def crop_key(self) -> tuple:
         """What the cut depends on: specs with one key share their crops."""
-        return self.margin, self.box_rule
+        return self.margin, self.box_rule, self.size if self.box_rule == "square" else None
 
     def crop_box(self, box, width: int, height: int) -> tuple[int, int, int, int]:
         """The pixel box ``(x1, y1, x2, y2)`` cut for the face ``box`` in a ``width x height`` frame."""
         if self.box_rule == "truncate":
             return truncated_box(box, self.margin, width, height)
+        if self.box_rule == "square":
+            return square_box(box, self.margin[1], self.size[0], width, height)
         return expand_box(box, self.margin, width, height)
 
     def cut(self, frame: np.ndarray, box) -> np.ndarray:
@@ -113,7 +119,7 @@ class CropSpec:
         if height == 0 or width == 0:
             raise ValueError(f"cannot resize an empty image of shape {crop.shape}")
         larger = self.size[0] * self.size[1] > width * height
-        return cv2.resize(crop, self.size, interpolation=up if larger else down)
+        return resize(crop, self.size, up if larger else down)
 
 
 def crop_entry(margin: float) -> dict[str, Any]:

@@ -84,12 +84,17 @@ def find_faces(frames: Frames, detector: FaceDetector, margin: float = DEFAULT_M
     return sorted(faces, key=lambda f: (f.frame, f.track))
 
 
-def every_face(frames: Frames, detector: FaceDetector, margin: float = DEFAULT_MARGIN) -> list[Face]:
+def every_face(frames: Frames, detector: FaceDetector, margin: float = DEFAULT_MARGIN,
+               per_frame: int | None = None) -> list[Face]:
     """Every face MTCNN finds in every frame, cropped with ``margin``, in frame order and MTCNN's
-    order within a frame, all in track 0: no linking, no dropping (the DFDC winner's kernel)."""
-    return [_face(frames, position, 0, box, score, landmarks, margin)
-            for position, det in enumerate(detector(frames.images))
-            for box, score, landmarks in zip(det.boxes, det.scores, det.landmarks)]
+    order within a frame, all in track 0: no linking, no dropping (the DFDC winner's kernel); with
+    ``per_frame``, only that many of each frame's faces, the most confident first (Polimi kept one)."""
+    faces = []
+    for position, det in enumerate(detector(frames.images)):
+        # most confident first, the later of tied scores first: Polimi's argsort(scores)[::-1]
+        order = np.argsort(det.scores, kind="stable")[::-1][:per_frame] if per_frame else range(len(det.scores))
+        faces += [_face(frames, position, 0, det.boxes[k], det.scores[k], det.landmarks[k], margin) for k in order]
+    return faces
 
 
 def _face(frames: Frames, position: int, track: int, box, score, landmarks, margin: float) -> Face:

@@ -9,8 +9,11 @@ import math
 
 import cv2
 import numpy as np
+from PIL import Image
 
 DEFAULT_MARGIN = 0.3
+#: :func:`resize`'s name for PIL's bilinear filter (antialiased when shrinking, unlike OpenCV's).
+PIL_BILINEAR = "pil-bilinear"
 
 
 def grow_boxes(boxes, margin: float | tuple[float, float]) -> np.ndarray:
@@ -70,6 +73,37 @@ def truncated_box(box, margin: tuple[float, float], width: int, height: int) -> 
             max(min(x2 + pad_x, width), 0), max(min(y2 + pad_y, height), 0))
 
 
+def square_box(box, margin: float, side: int, width: int, height: int, window: int = 512) -> tuple[int, int, int, int]:
+    """Polimi's face box (icpr2020dfdc), every step in their arithmetic: the float32 detector ``box``
+    grown by ``round(margin * box height)`` (half to even) on each side and twice that at the top
+    (BlazeFace misses the forehead), clipped to the frame; the ``window``-pixel square their
+    extraction stored, centred on it, the grown box's corners truncated into it; then the square of
+    side ``int(side / min(side / h, side / w))`` (the longer side, give or take their float
+    rounding; ``side`` the model's input) centred on that box and clipped to the window."""
+    f32 = np.float32
+    x1, y1, x2, y2 = np.asarray(box, dtype=f32).reshape(4)
+    offset = np.round(f32(margin) * (y2 - y1))
+    left, top = max(x1 - offset, f32(0)), max(y1 - 2 * offset, f32(0))
+    right, bottom = min(x2 + offset, f32(width)), min(y2 + offset, f32(height))
+    wx, wy = max((left + right) // 2 - window // 2, f32(0)), max((top + bottom) // 2 - window // 2, f32(0))
+    window_w, window_h = int(min(wx + window, width) - wx), int(min(wy + window, height) - wy)
+    left, top, right, bottom = (int(v) for v in (left - wx, top - wy, right - wx, bottom - wy))  # int16 in theirs
+    w, h = right - left, bottom - top
+    square = int(side / min(side / h, side / w)) if w > 0 and h > 0 else side
+    new_top = max((top + bottom) // 2 - square // 2, 0)
+    new_left = max((left + right) // 2 - square // 2, 0)
+    return (int(wx) + new_left, int(wy) + new_top,
+            int(wx) + min(new_left + square, window_w), int(wy) + min(new_top + square, window_h))
+
+
+def resize(image: np.ndarray, size: tuple[int, int], interpolation: int | str) -> np.ndarray:
+    """``image`` resized to ``size`` = (width, height) by an OpenCV ``interpolation`` flag, or by
+    PIL's filter for :data:`PIL_BILINEAR`."""
+    if interpolation == PIL_BILINEAR:
+        return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    return cv2.resize(image, size, interpolation=interpolation)
+
+
 def fitted_size(height: int, width: int, size: tuple[int, int], truncate: bool = False) -> tuple[int, int]:
     """``(new_w, new_h)`` of an image scaled, aspect kept, to fit ``size`` = (width, height) with one
     side touching: that side gets the target exactly, the other ``side * scale`` rounded (or
@@ -83,8 +117,8 @@ def fitted_size(height: int, width: int, size: tuple[int, int], truncate: bool =
 def resize_and_pad(
     image: np.ndarray,
     size: int | tuple[int, int],
-    interpolation_down: int = cv2.INTER_AREA,
-    interpolation_up: int = cv2.INTER_CUBIC,
+    interpolation_down: int | str = cv2.INTER_AREA,
+    interpolation_up: int | str = cv2.INTER_CUBIC,
     truncate: bool = False,
 ) -> np.ndarray:
     """Scale ``image`` to fit ``size`` (an int for a square, or (width, height)) with its aspect kept
@@ -99,7 +133,7 @@ def resize_and_pad(
     size = (size, size) if isinstance(size, int) else tuple(size)
     new_w, new_h = fitted_size(height, width, size, truncate)
     interpolation = interpolation_down if new_w < width or new_h < height else interpolation_up
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    resized = resize(image, (new_w, new_h), interpolation)
     top, left = (size[1] - new_h) // 2, (size[0] - new_w) // 2
     out = np.zeros((size[1], size[0]) + image.shape[2:], dtype=image.dtype)
     out[top : top + new_h, left : left + new_w] = resized

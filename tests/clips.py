@@ -63,3 +63,18 @@ def sideways_copy(frames, path: Path) -> Path:
     write_clip(path, [cv2.cvtColor(cv2.rotate(im, cv2.ROTATE_90_COUNTERCLOCKWISE), cv2.COLOR_RGB2BGR)
                       for im in frames.images])
     return rotate_clip(path, path.with_name("rotated_" + path.name))
+
+
+def floor_spaced_frames(path: Path, n: int) -> tuple[list[int], list[np.ndarray]]:
+    """The frames the DFDC solutions' readers took, decoded independently of ours: indices
+    ``int(linspace(0, count - 1, n))`` of OpenCV's declared count, every frame grabbed in order;
+    returns the indices and the RGB frames."""
+    capture = cv2.VideoCapture(str(path))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    wanted = np.linspace(0, count - 1, n, endpoint=True).astype(int)
+    frames = []
+    for index in range(wanted[-1] + 1):
+        assert capture.grab()
+        if index in wanted:
+            frames.append(cv2.cvtColor(capture.retrieve()[1], cv2.COLOR_BGR2RGB))
+    return wanted.tolist(), frames

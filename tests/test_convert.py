@@ -15,6 +15,7 @@ from facenet_pytorch import MTCNN
 from PIL import Image
 
 from kernels import predict
+from tests.clips import floor_spaced_frames
 from training import convert
 from models.checkpoint import load_model, read_checkpoint
 
@@ -38,18 +39,6 @@ class WinnerClassifier(torch.nn.Module):
 
 
 # --- the winner's inference, re-written from its description (kernel_utils.py, predict_folder.py) ----
-
-def winner_frames(path, n):
-    capture = cv2.VideoCapture(str(path))
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    wanted = np.linspace(0, count - 1, n, endpoint=True).astype(int)
-    frames = []
-    for index in range(wanted[-1] + 1):
-        assert capture.grab()
-        if index in wanted:
-            frames.append(cv2.cvtColor(capture.retrieve()[1], cv2.COLOR_BGR2RGB))
-    return frames
-
 
 def winner_faces(frames, mtcnn):
     faces = []
@@ -90,7 +79,7 @@ def winner_confident(pred, t=0.8):
 
 def winner_score(path, models, mtcnn):
     """The video's score and the first model's face probabilities."""
-    faces = winner_faces(winner_frames(path, FRAMES), mtcnn)[:127]
+    faces = winner_faces(floor_spaced_frames(path, FRAMES)[1], mtcnn)[:127]
     x = torch.tensor(np.stack([winner_input(f) for f in faces]), dtype=torch.float32).permute(0, 3, 1, 2) / 255.0
     x = (x - torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1)) / torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -141,7 +130,8 @@ def converted(published, tmp_path_factory):
 
 def test_the_converted_file_describes_itself_and_loads_strictly(converted, published):
     payload = read_checkpoint(converted)
-    assert payload["source"] == {"format": "selim", "file": published[0].name, "epoch": 37, "bce_best": 0.21}
+    assert payload["source"] == {"format": "selim", "architecture": "DeepFakeClassifier", "file": published[0].name,
+                                 "epoch": 37, "bce_best": 0.21}
     spec = load_model(converted).spec
     assert (spec.size, spec.margin, spec.box_rule, spec.shrink, spec.enlarge) == ((380, 380), (1 / 3, 1 / 3), "truncate", "area", "cubic")
     torch.testing.assert_close(payload["state_dict"]["head.weight"], published[1].fc.weight, rtol=0, atol=0)
@@ -156,7 +146,7 @@ def test_the_converted_file_describes_itself_and_loads_strictly(converted, publi
 def test_a_layout_off_by_one_key_is_refused_with_the_key_named(published_payload, damage, named):
     payload = {**published_payload, "state_dict": dict(published_payload["state_dict"])}
     damage(payload["state_dict"])
-    with pytest.raises(convert.ConvertError, match=f"bad: not the selim layout: .*{re.escape(named)}"):
+    with pytest.raises(convert.ConvertError, match=f"bad: not the selim layout .*{re.escape(named)}"):
         convert.our_weights(payload, "selim", Path("bad"))
 
 

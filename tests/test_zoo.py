@@ -47,7 +47,7 @@ def test_the_classifier_gives_one_logit_per_image(encoder, size, width):
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"encoder": "x", "input_size": 64, "size": 3}, r"unknown key\(s\) \['size'\]; valid keys are \['drop_path_rate'"),
+    ({"encoder": "x", "input_size": 64, "size": 3}, r"unknown key\(s\) \['size'\]; valid keys are \['attention_block', 'drop_path_rate'"),
     ({"encoder": "x", "input_size": 0}, "input_size must be an int > 0"),
     ({"encoder": "x", "input_size": 64.0}, "input_size must be an int > 0"),
     ({"encoder": "x", "input_size": 64, "mean": [0.5, 0.5]}, "mean and std 3 values"),
@@ -260,3 +260,10 @@ def test_unusable_pretrained_weights_are_reported(tmp_path, case):
         else:
             build_model(TINY, pretrained_file=path)
     assert not (tmp_path / "code_ran").exists()
+
+
+def test_an_attention_gate_on_a_block_the_encoder_lacks_is_a_config_error():
+    with pytest.raises(ConfigError, match="attention_block: no block 16: the encoder has 16 blocks"):
+        build_model(ModelConfig("efficientnet_lite0", 64, attention_block=16))
+    gated = build_model(ModelConfig("efficientnet_lite0", 64, attention_block=15))
+    assert gated.attention.conv.in_channels == 320 and "attention.conv.weight" in gated.state_dict()

@@ -1,7 +1,9 @@
-"""Seconds per video for the 1st-place recipe: 1 and 7 Selim-layout EfficientNet-B7s (random weights,
-the converted format's crop spec) on the shared DFDC 1080p clips, fp32 vs bf16 + channels_last.
+"""Seconds per video for a published recipe: for ``selim`` (the 1st place) 1 and 7 EfficientNet-B7s,
+for ``polimi`` 1 to 5 of its architectures (B4, B4ST, AutoAttB4, AutoAttB4ST, Xception); random
+weights in the converted layouts, with their crop spec, on the shared DFDC 1080p clips, fp32 vs
+bf16 + channels_last (fp16 on CUDA).
 
-    python -m tests.benchmarks.bench_winners [--frames 6] [--faces 4] [--device cpu|cuda]
+    python -m tests.benchmarks.bench_winners [--format selim|polimi] [--frames 6] [--faces 4] [--device cpu|cuda]
 
 Decode + detection is timed with the preset's settings at 2 and ``--frames`` frames and drawn on a
 line to the preset's 32; the models are timed on ``--faces`` real face crops and scaled to one face per frame at
@@ -31,7 +33,7 @@ VIDEOS = 4000
 def ensemble_of(models: list, precision: str, device: torch.device) -> Ensemble:
     models = [_layout(m, precision, device) for m in models]
     n = len(models)
-    return Ensemble(models, [f"b7_{i}" for i in range(n)], np.full(n, 1 / n), [""] * n, device, [precision] * n)
+    return Ensemble(models, [f"m{i}" for i in range(n)], np.full(n, 1 / n), [""] * n, device, [precision] * n)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,16 +41,16 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=6, help="frames per clip for the detection timing (> 2)")
     parser.add_argument("--faces", type=int, default=4, help="face crops per model timing")
-    parser.add_argument("--models", type=int, nargs="+", default=[1, 7])
+    parser.add_argument("--format", choices=sorted(FORMATS), default="selim")
+    parser.add_argument("--models", type=int, nargs="+", help="ensemble sizes (default: 1 and 7 for selim, 1 and 5 for polimi)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     clips = sorted((find_data() / "dfdc" / "train_sample_videos").glob("*.mp4"))
-    preset = PRESETS["selim"]
-    selim = FORMATS["selim"]
-    detector = FaceDetector(thresholds=preset.flags["thresholds"], min_score=0.0, min_size=0.0,
-                            batch_size=preset.flags["batch_size"], device=device, **preset.detector)
-    cutting = Cutting((selim.spec,), tracking=False, max_faces=127, floor=True)
+    preset, layouts = PRESETS[args.format], FORMATS[args.format]
+    sizes = args.models or [1, 7 if args.format == "selim" else len(layouts)]
+    detector = FaceDetector(**{k: v for k, v in preset.flags.items() if k != "frames"}, device=device, **preset.detector)
+    cutting = Cutting((layouts[0].spec,), **preset.settings)
     seconds: dict[int, list[float]] = {2: [], args.frames: []}
     crops = []
     for clip in clips:
@@ -66,11 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     print("| models | device | precision | model s/face | s/video (32 faces + detection) | 4,000 videos (h) |")
     print("|---|---|---|---|---|---|")
     torch.manual_seed(0)
-    models = [build_model(selim.config).eval().to(device) for _ in range(max(args.models))]
-    for model in models:
-        model.spec = selim.spec
+    models = []
+    for i in range(max(sizes)):
+        layout = layouts[i % len(layouts)]
+        models.append(build_model(layout.config).eval().to(device))
+        models[-1].spec = layout.spec
     precisions = ("fp32", "fp16") if device.type == "cuda" else ("fp32", "bf16")
-    for n in args.models:
+    for n in sizes:
         for precision in precisions:
             ensemble = ensemble_of(models[:n], precision, device)
             ensemble.predict(crops[:1])  # warm-up
