@@ -38,7 +38,7 @@ from .aggregate import STRATEGIES, aggregate
 from .budget import Budget
 from .ensemble import PRECISIONS, Ensemble
 from .kaggle import default_submission
-from .pipeline import Cutting, VideoFaces, Workers, default_workers, iterate_faces
+from .pipeline import Cutting, VideoFaces, Workers, default_workers, exit_on_sigterm, iterate_faces
 from .presets import PRESETS, Preset
 from .progress import ProgressLog
 
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     detector = {**detector_settings(args), **preset.detector}
     local = args.workers if args.engine == "local" else 0  # on Ray, detection runs in Ray's tasks
-    with Workers(detector, local) as workers:  # they start while the models load
+    with exit_on_sigterm(), Workers(detector, local) as workers:  # they start while the models load
         return score_folder(args, detector, preset, workers, started)
 
 

@@ -180,16 +180,34 @@ def test_a_short_deadline_still_yields_a_complete_submission_on_time(folder, ens
     assert len(unreached) >= 1 and (unreached["label"] == 0.5).all()
 
 
-def kill_when(process: subprocess.Popen, moment, timeout: float = 120.0) -> None:
+def kill_when(process: subprocess.Popen, moment, timeout: float = 120.0, terminate: bool = False) -> None:
     """SIGKILL ``process`` and its process group (its detection worker) as soon as ``moment()``
-    holds, polled every 10 ms; fails if the process ends first or the moment never comes."""
+    holds, polled every 10 ms; fails if the process ends first or the moment never comes. With
+    ``terminate``: SIGTERM to the process alone, which must exit with 143 and leave no process of its
+    group behind (a worker it started would be orphaned)."""
     limit = time.monotonic() + timeout
     while not moment():
         assert process.poll() is None, "the run ended before the moment it was to be killed at"
         assert time.monotonic() < limit, "the moment to kill never came"
         time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    if not terminate:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return
+    process.terminate()
+    assert process.wait(timeout=60) == 143
+    limit = time.monotonic() + 30
+    while group_alive(process.pid):
+        assert time.monotonic() < limit, "SIGTERM left processes of the run behind"
+        time.sleep(0.1)
+
+
+def group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def finished(progress: Path) -> list[str]:
@@ -229,7 +247,8 @@ def test_a_killed_run_resumes_without_redoing_videos(folder, checkpoint, ensembl
 def test_kills_before_during_and_after_start_up_lose_and_repeat_nothing(folder, checkpoint, ensemble, tmp_path):
     """Three runs killed at moments told by their outputs, each checked to have landed there: before
     anything is written, once the all-prior submission is written but no video is done (the worker
-    still starting), and once a video is done; then a fourth run finishes the job."""
+    still starting), and once a video is done (by SIGTERM, which must stop the worker too); then a
+    fourth run finishes the job."""
     out = tmp_path / "killed" / "submission.csv"
     progress = out.with_suffix(".progress.jsonl")
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -241,7 +260,7 @@ def test_kills_before_during_and_after_start_up_lose_and_repeat_nothing(folder, 
     assert len(read_submission(out, videos_in(folder))) == 4  # complete and valid from its first write
     assert finished(progress) == [], "the second kill should land during start-up"
 
-    kill_when(start_kernel(folder, out, checkpoint, 1, **quiet), lambda: len(finished(progress)) >= 1)
+    kill_when(start_kernel(folder, out, checkpoint, 1, **quiet), lambda: len(finished(progress)) >= 1, terminate=True)
     names = finished(progress)
     assert 1 <= len(names) < 4 and len(names) == len(set(names)), "the third kill should land mid-run"
     assert len(read_submission(out, videos_in(folder))) == 4
