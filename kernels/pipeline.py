@@ -7,12 +7,9 @@ hangs the decoder cannot hold the run past its deadline.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,26 +103,6 @@ def _init_worker(detector_kwargs: dict, threads: int) -> None:
 
 def _work(filename: str, path: str, frames: int, cutting: Cutting) -> VideoFaces:
     return detect_video(filename, path, frames, _detector, cutting)
-
-
-@contextlib.contextmanager
-def exit_on_sigterm() -> Iterator[None]:
-    """Within: SIGTERM (a scheduler's or ``kill``'s stop) raises ``SystemExit(143)`` in the main
-    thread, so ``with`` blocks close on the way out and detection workers are stopped, not
-    orphaned; the previous handler is restored after. Elsewhere than the main thread: no change."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        log.warning("SIGTERM: stopping; what is finished is kept, and the same command resumes")
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class Workers:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from models.checkpoint import CheckpointError
-from preprocessing.cli import add_field_flag
+from preprocessing.cli import add_field_flag, exit_on_sigterm
 from preprocessing.cluster import add_engine_arguments
 from preprocessing.detect import add_detector_arguments, detector_settings
 from preprocessing.fileio import atomic_write
@@ -38,7 +38,7 @@ from .aggregate import STRATEGIES, aggregate
 from .budget import Budget
 from .ensemble import PRECISIONS, Ensemble
 from .kaggle import default_submission
-from .pipeline import Cutting, VideoFaces, Workers, default_workers, exit_on_sigterm, iterate_faces
+from .pipeline import Cutting, VideoFaces, Workers, default_workers, iterate_faces
 from .presets import PRESETS, Preset
 from .progress import ProgressLog
 

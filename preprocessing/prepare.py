@@ -43,7 +43,7 @@ import pandas as pd
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .cli import add_field_flag
+from .cli import add_field_flag, exit_on_sigterm
 from .cluster import ENGINES, add_engine_arguments
 from .cropspec import crop_entry
 from .detect import DEFAULTS as DETECTOR, TRAINING_THRESHOLDS, FaceDetector, add_detector_arguments, default_device
@@ -310,15 +310,18 @@ def _run_tasks(config: PrepareConfig, phases: list[list[Task]], progress: tqdm) 
     context = multiprocessing.get_context("spawn")  # safe with CUDA and with torch's thread pools
     with ProcessPoolExecutor(config.workers, mp_context=context, initializer=_init_worker,
                              initargs=(threads, log.isEnabledFor(logging.DEBUG))) as pool:
-        for tasks in phases:
-            queue = iter(tasks)
-            running = {pool.submit(prepare_video, config, t) for t in _take(queue, 2 * config.workers)}
-            while running:
-                finished, running = wait(running, return_when=FIRST_COMPLETED)
-                running |= {pool.submit(prepare_video, config, t) for t in _take(queue, len(finished))}
-                for future in finished:
-                    yield future.result()
-                    progress.update()
+        try:
+            for tasks in phases:
+                queue = iter(tasks)
+                running = {pool.submit(prepare_video, config, t) for t in _take(queue, 2 * config.workers)}
+                while running:
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    running |= {pool.submit(prepare_video, config, t) for t in _take(queue, len(finished))}
+                    for future in finished:
+                        yield future.result()
+                        progress.update()
+        finally:  # stopped early (SIGTERM, an error): the videos not started are not started
+            pool.shutdown(cancel_futures=True)
 
 
 def _take(iterator: Iterator[Task], n: int) -> list[Task]:
@@ -449,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     names = {f.name for f in fields(PrepareConfig)}
     config = PrepareConfig(**{k: str(v) if isinstance(v, Path) else v for k, v in args.items() if k in names})
     try:
-        summary = prepare(config)
+        with exit_on_sigterm():
+            summary = prepare(config)
     except (ValueError, FileNotFoundError) as err:  # bad settings or input (PrepareError is a ValueError)
         log.error("%s", err, exc_info=log.isEnabledFor(logging.DEBUG))
         return 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 # The suite runs offline: keep albumentations and the Hugging Face hub from reaching the network.
@@ -36,6 +37,19 @@ def link_tree(source: Path, target: Path, paths) -> Path:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(source / path)
     return target
+
+
+def assert_group_ends(group: int, timeout: float = 30.0) -> None:
+    """Fail unless every process of process group ``group`` is gone within ``timeout`` seconds (what
+    a command stopped by SIGTERM must leave: no orphaned worker)."""
+    limit = time.monotonic() + timeout
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        assert time.monotonic() < limit, f"processes of group {group} outlived the command"
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from models.checkpoint import save_checkpoint
 from preprocessing.sample import render_sample
 from preprocessing.video import read_frames
 from submission.io import read_submission, videos_in
+from tests.conftest import assert_group_ends
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = ["ffpp/original_sequences/youtube/c40/videos/183.mp4",
@@ -196,18 +197,7 @@ def kill_when(process: subprocess.Popen, moment, timeout: float = 120.0, termina
         return
     process.terminate()
     assert process.wait(timeout=60) == 143
-    limit = time.monotonic() + 30
-    while group_alive(process.pid):
-        assert time.monotonic() < limit, "SIGTERM left processes of the run behind"
-        time.sleep(0.1)
-
-
-def group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    assert_group_ends(process.pid)
 
 
 def finished(progress: Path) -> list[str]:

@@ -18,7 +18,7 @@ import torch
 
 from preprocessing.masks import share_inside
 from preprocessing.prepare import PrepareConfig, PrepareError, in_shard, main, prepare
-from tests.conftest import REPO, link_tree
+from tests.conftest import REPO, assert_group_ends, link_tree
 
 FRAMES = 4
 #: Original 183 (390 frames) and the four fakes made from it; Face2Face/183_253 has 501 frames, so it
@@ -193,7 +193,10 @@ def test_resuming_with_other_settings_is_refused(prepared_copy, caplog):
     assert "mask='pixel' (now 'ssim')" in caplog.text
 
 
-def test_killed_run_resumes_without_duplicated_or_lost_rows(data_dir, tmp_path):
+@pytest.mark.parametrize("stop", ["machine dies", "sigterm"])
+def test_killed_run_resumes_without_duplicated_or_lost_rows(data_dir, tmp_path, stop):
+    """Killed with its workers (SIGKILL to the group, as when a machine dies), or stopped by SIGTERM to
+    the command alone, which must stop its workers and exit 143: the next run resumes either way."""
     root = link_tree(data_dir / "ffpp", tmp_path / "root", C23)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "preprocessing.prepare", "--dataset", "ffpp", "--root", str(root),
@@ -204,8 +207,13 @@ def test_killed_run_resumes_without_duplicated_or_lost_rows(data_dir, tmp_path):
         while not list(out.glob("crops/**/faces.json")):
             assert run.poll() is None and time.monotonic() < deadline, (tmp_path / "log.txt").read_text()
             time.sleep(0.05)
-        os.killpg(run.pid, signal.SIGKILL)  # the run and its workers, as when a machine dies
-        assert run.wait() == -signal.SIGKILL
+        if stop == "machine dies":
+            os.killpg(run.pid, signal.SIGKILL)
+            assert run.wait() == -signal.SIGKILL
+        else:
+            run.terminate()
+            assert run.wait(timeout=120) == 143, (tmp_path / "log.txt").read_text()
+            assert_group_ends(run.pid)
     done = {p: p.stat().st_mtime_ns for p in out.glob("crops/**/faces.json")}
     assert 0 < len(done) < len(C23) and not (out / "videos.csv").exists()
 
