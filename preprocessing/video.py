@@ -187,7 +187,8 @@ def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None =
     seeks where the wanted frames lie more than :data:`SEEK_GAP` frames apart. Both give the same
     indices and pixels; a seek that fails falls back to streaming. When the container's frame count is missing
     or wrong, the true count is found and the frames are sampled over it, so indices are always
-    distinct and match the stream. Frames with a long side over ``max_side`` are shrunk to it
+    distinct and match the stream (one frame wanted is frame 0, and the declared length stands).
+    Frames with a long side over ``max_side`` are shrunk to it
     (``Frames.scale``); ``floor``: see :func:`sample_indices`. Raises :class:`VideoReadError` for a
     file that yields no frame.
     """
@@ -202,14 +203,16 @@ def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None =
     if frame_count == 0:
         raise VideoReadError(path, "no decodable frame (empty or corrupted stream)")
     wanted = sample_indices(frame_count, n, floor)
+    last = int(wanted[-1])  # the declared last frame, unless one frame is wanted: then the first
     if declared > 0 and (seek if seek is not None else frame_count > SEEK_GAP * len(wanted)):
-        indices, images, exact = _seek(path, wanted, max_side)
-        if exact and len(indices) == len(wanted):
+        indices, images, ends = _seek(path, wanted, max_side)
+        if (ends or last < frame_count - 1) and len(indices) == len(wanted):
             return _frames(path, indices, images, frame_count, fps, capture_size)
         log.info("%s: seeking failed or the declared length is wrong; streaming", path)
     indices, images, grabbed, overran = _stream(path, wanted, max_side)
-    if grabbed < frame_count or overran:
-        true_count = grabbed if grabbed < frame_count else _count_frames(path)
+    short = grabbed <= last  # the stream ended before the last wanted frame
+    if short or (overran and last == frame_count - 1):
+        true_count = grabbed if short else _count_frames(path)
         if true_count == 0:
             raise VideoReadError(path, "no decodable frame (truncated or corrupted stream)")
         log.info("%s: container declares %d frames, stream holds %d; resampled", path, declared, true_count)

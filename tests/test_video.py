@@ -98,6 +98,17 @@ def test_lying_frame_count_is_corrected_without_desync(tmp_path, declared, seek)
     assert [frame_number(im) for im in frames.images] == frames.indices.tolist()
 
 
+@pytest.mark.parametrize("seek", [None, False, True])
+def test_one_frame_is_the_first_and_the_declared_length_stands(tmp_path, seek, caplog):
+    """A one-frame read wants frame 0, not the last: the frames after it are no sign of a lying
+    container (it used to be reported as one of 1 frame, 'resampled')."""
+    path = write_clip(tmp_path / "clip.avi", numbered_frames(30), fourcc="MJPG")
+    with caplog.at_level("INFO", logger="preprocessing.video"):
+        frames = read_frames(path, 1, seek=seek)
+    assert frames.indices.tolist() == [0] and frame_number(frames.images[0]) == 0
+    assert frames.frame_count == 30 and not caplog.records
+
+
 def test_vertical_video_stays_vertical(tmp_path):
     path = write_clip(tmp_path / "vertical.mp4", numbered_frames(6, height=192, width=108))
     frames = read_frames(path, 3)
