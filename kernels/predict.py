@@ -15,7 +15,7 @@ import functools
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -73,9 +73,7 @@ class Settings:
         detection = {k: v for k, v in self.detector.items()
                      if k in ("thresholds", "min_score", "min_size", "scale", "resample")}
         return {"weights": ensemble.digests, "frames": self.frames, "min_frames": self.min_frames,
-                "specs": [m.spec.to_dict() for m in ensemble.models], "detect_every": self.detect_every,
-                "tracking": self.tracking, "max_faces": self.max_faces, "floor": self.floor,
-                "per_frame": self.per_frame,
+                "specs": [m.spec.to_dict() for m in ensemble.models], **self._cutting_fields(),
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in detection.items()}}
 
     def strategy_of(self, model) -> str:
@@ -83,8 +81,11 @@ class Settings:
         return self.strategy or model.spec.aggregate
 
     def cutting(self, ensemble: Ensemble) -> Cutting:
-        return Cutting(ensemble.crop_specs, self.detect_every, self.tracking, self.max_faces, self.floor,
-                       self.per_frame)
+        return Cutting(ensemble.crop_specs, **self._cutting_fields())
+
+    def _cutting_fields(self) -> dict:
+        """How faces are found and cut: these settings of :class:`Cutting`'s fields (all but its specs)."""
+        return {f.name: getattr(self, f.name) for f in fields(Cutting) if f.name != "specs"}
 
 
 def default_weights() -> list[Path]:

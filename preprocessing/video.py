@@ -203,15 +203,17 @@ def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None =
     if frame_count == 0:
         raise VideoReadError(path, "no decodable frame (empty or corrupted stream)")
     wanted = sample_indices(frame_count, n, floor)
-    last = int(wanted[-1])  # the declared last frame, unless one frame is wanted: then the first
+    last = int(wanted[-1])
+    # where the stream must end if the declared length is true; one wanted frame (frame 0) says nothing of it
+    reaches_end = last == frame_count - 1
     if declared > 0 and (seek if seek is not None else frame_count > SEEK_GAP * len(wanted)):
         indices, images, ends = _seek(path, wanted, max_side)
-        if (ends or last < frame_count - 1) and len(indices) == len(wanted):
+        if (ends or not reaches_end) and len(indices) == len(wanted):
             return _frames(path, indices, images, frame_count, fps, capture_size)
         log.info("%s: seeking failed or the declared length is wrong; streaming", path)
     indices, images, grabbed, overran = _stream(path, wanted, max_side)
     short = grabbed <= last  # the stream ended before the last wanted frame
-    if short or (overran and last == frame_count - 1):
+    if short or (overran and reaches_end):
         true_count = grabbed if short else _count_frames(path)
         if true_count == 0:
             raise VideoReadError(path, "no decodable frame (truncated or corrupted stream)")

@@ -94,9 +94,9 @@ SELIM = Layout(
 # --- polimi: polimi-ispl/icpr2020dfdc ----------------------------------------------------------------
 # architectures/fornet.py: efficientnet-pytorch's B4, _fc deleted, a 1792 -> 1 classifier (the
 # efficientnet-pytorch 0.6 they trained with pads every layer as for 380 px: at 224 px, timm's dynamic
-# "same" padding, exactly; 0.7, which their code installs today, pads block 6 otherwise); AutoAtt: a 1x1 conv gate after block 9; ST: the plain
-# model as feat_ext (its own classifier unused) under BatchNorm1d + Linear; Xception: Cadene's, with
-# last_linear 2048 -> 1. isplutils/utils.py extract_bb "scale" + blazeface/face_extract.py for the crop
+# "same" padding, exactly; 0.7, which their code installs today, pads block 6 otherwise); AutoAtt: a
+# 1x1 conv gate after block 9; ST: the plain model as feat_ext (its own classifier unused) under
+# BatchNorm1d + Linear; Xception: Cadene's, with last_linear 2048 -> 1. isplutils/utils.py extract_bb "scale" + blazeface/face_extract.py for the crop
 # (preprocessing.geometry.square_box), ImageNet normalisation, video score sigmoid(mean(logits)).
 
 POLIMI_SPEC = CropSpec((224, 224), margin=(0.2, 0.2), box_rule="square", resize="stretch", shrink=PIL_BILINEAR,
