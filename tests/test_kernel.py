@@ -387,6 +387,7 @@ def test_the_main_job_runs_on_its_embedded_default(tmp_path, monkeypatch):
     assert read_submission(tmp_path / "submission" / "submission.csv")["label"].between(0.01, 0.99).all()
 
 
+@pytest.mark.usefixtures("cpu_only")  # the probe runs on CPUs only
 def test_the_precision_verdict_is_cached_per_machine_and_checkpoint(checkpoint, tmp_path, monkeypatch):
     from kernels import ensemble as module
 

@@ -163,6 +163,7 @@ def test_a_config_sets_one_initialisation():
         TrainConfig(epochs=1, batch_size=1, pretrained="efficientnet_lite0", pretrained_file="encoder.pth")
 
 
+@pytest.mark.usefixtures("cpu_only")  # bit for bit: CUDA kernels need not be deterministic
 def test_a_run_cut_off_resumes_to_the_same_weights(prepared_dir, tmp_path, monkeypatch):
     config = {"model": VIT.to_dict(), "pretrain": {"epochs": 2, "batch_size": 2, "iterations": 2,
                                                     "decoder_width": 32, "decoder_depth": 1}}

@@ -269,6 +269,7 @@ def _train_in_child(prepared, config_dict, out):
     fit(TINY, config.train, *make_datasets(prepared, 0, config), out)
 
 
+@pytest.mark.usefixtures("cpu_only")  # bit for bit, and forks: the child must not touch CUDA
 def test_a_killed_run_resumes_where_it_stopped_and_ends_as_if_never_killed(faces_prepared, tmp_path, monkeypatch):
     """The project's ``CropDataset`` (augmented, two loader workers) in a run killed after an epoch:
     the resumed run trains only the epochs left, and ends with the weights of an unbroken run."""
@@ -317,6 +318,7 @@ def _ddp_rank(rank, port, files, config_dict, out):
     torch.save({"before_sync": epochs, "after": run.model.state_dict()}, out.parent / f"rank{rank}.pt")
 
 
+@pytest.mark.usefixtures("cpu_only")  # gloo ranks on the CPU, forked: never two ranks on one GPU
 def test_two_gloo_processes_train_data_parallel_to_identical_weights(data_dir, tmp_path):
     """Each rank draws other crops; DDP's averaged gradients keep the parameters equal step after step
     within an epoch (before ``sync_state`` copies rank 0's batch-norm statistics at its end), and
