@@ -38,22 +38,22 @@ def flow(prev_face: np.ndarray, next_face: np.ndarray, start: np.ndarray, guess:
 
 
 class PointFilter:
-    """One Kalman filter over ``n`` independent 2-D points (``cv2.KalmanFilter``, state = the points'
-    coordinates, identity dynamics). The prediction moves each point by its optical flow (the
-    control input); the measurement is the detector's point, whose variance is its motion relative
-    to the flow's (``|detected step| / |flow step|``): a detector that jumps where the flow does not
-    is trusted less. Points the flow lost skip the filter: they take the detection, their variance
-    unchanged."""
+    """One Kalman filter per 2-D point (``cv2.KalmanFilter``, state = the point, identity dynamics).
+    The prediction moves each point by its optical flow (the control input); the measurement is the
+    detector's point, whose variance is its motion relative to the flow's (``|detected step| / |flow
+    step|``): a detector that jumps where the flow does not is trusted less. Points the flow lost
+    skip their filter: they take the detection, their variance unchanged."""
 
     def __init__(self, n: int, process_noise: float = PROCESS_NOISE):
-        size = 2 * n
-        self.kalman = cv2.KalmanFilter(size, size, size, cv2.CV_64F)
-        eye = np.eye(size)
-        self.kalman.transitionMatrix = eye.copy()
-        self.kalman.controlMatrix = eye.copy()
-        self.kalman.measurementMatrix = eye.copy()
-        self.kalman.processNoiseCov = process_noise * eye
-        self.variance = np.zeros(n)
+        self.filters = []
+        for _ in range(n):
+            kalman = cv2.KalmanFilter(2, 2, 2, cv2.CV_64F)
+            kalman.transitionMatrix = np.eye(2)
+            kalman.controlMatrix = np.eye(2)
+            kalman.measurementMatrix = np.eye(2)
+            kalman.processNoiseCov = process_noise * np.eye(2)
+            kalman.errorCovPost = np.zeros((2, 2))
+            self.filters.append(kalman)
 
     def step(self, tracked: np.ndarray, predicted: np.ndarray, detected_prev: np.ndarray, detected: np.ndarray,
              trusted: np.ndarray) -> np.ndarray:
@@ -64,13 +64,14 @@ class PointFilter:
         flow_step = np.linalg.norm(predicted - tracked, axis=1)
         flow_step[flow_step == 0] = 1
         noise = np.linalg.norm(detected - detected_prev, axis=1) / flow_step
-        self.kalman.statePost = tracked.reshape(-1, 1).astype(np.float64)
-        self.kalman.errorCovPost = np.diag(np.repeat(self.variance, 2))
-        self.kalman.predict((predicted - tracked).reshape(-1, 1).astype(np.float64))
-        self.kalman.measurementNoiseCov = np.diag(np.repeat(noise, 2))
-        merged = self.kalman.correct(detected.reshape(-1, 1).astype(np.float64)).reshape(-1, 2)
-        self.variance = np.where(trusted, np.diag(self.kalman.errorCovPost)[::2], self.variance)
-        return np.where(trusted[:, None], merged.astype(np.int64), detected)
+        merged = detected.copy()
+        for p in np.flatnonzero(trusted):
+            kalman = self.filters[p]
+            kalman.statePost = tracked[p].reshape(2, 1).astype(np.float64)
+            kalman.predict((predicted[p] - tracked[p]).reshape(2, 1).astype(np.float64))
+            kalman.measurementNoiseCov = noise[p] * np.eye(2)
+            merged[p] = kalman.correct(detected[p].reshape(2, 1).astype(np.float64)).reshape(2).astype(np.int64)
+        return merged
 
 
 def calibrate(faces: Sequence[np.ndarray], locations: np.ndarray) -> np.ndarray:

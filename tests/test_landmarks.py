@@ -1,6 +1,7 @@
 """68-point landmarks and LRNet's calibrated, normalised input (preprocessing.landmarks, landmark_calibration)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -10,28 +11,14 @@ import pytest
 from preprocessing.landmark_calibration import calibrate
 from preprocessing.landmarks import (LandmarkDetector, LandmarkSpec, LandmarkSpecError, face_crops, landmark_sequence,
                                      steady_shapes)
+from tests.clips import first_frames
 
-LRNET = Path(__file__).resolve().parents[2] / "shared" / "published" / "lrnet"
 #: Frames read per demo video: enough for the calibration to settle, few enough to stay fast.
 DEMO_FRAMES = 30
 #: Mean distance allowed between our calibrated landmarks and the authors' (their FAN landmarks,
 #: their calibration), in pixels of the 400 px face crop (a face is about 330 px wide there).
 #: Measured on these frames: 7.1 (dfo_fake), 10.8 (dfo_real), 9.1 (ff_fake), 9.3 (ff_real) px.
 DEMO_LIMIT_PX = 12.0
-
-
-def first_frames(path: Path, count: int) -> list[np.ndarray]:
-    """The first ``count`` consecutive frames of ``path``, RGB."""
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while len(frames) < count:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    capture.release()
-    assert len(frames) == count, f"{path}: fewer than {count} frames"
-    return frames
 
 
 def face_boxes(frames, detector, every: int = 10) -> np.ndarray:
@@ -42,6 +29,18 @@ def face_boxes(frames, detector, every: int = 10) -> np.ndarray:
     assert all(len(d) for d in found), "a frame without a face"
     boxes = np.stack([d.boxes[np.argmax(d.scores)] for d in found])
     return np.stack([np.interp(np.arange(len(frames)), keys, boxes[:, j]) for j in range(4)], axis=1)
+
+
+@pytest.fixture(scope="module")
+def lrnet_dir(data_dir: Path) -> Path:
+    """The LRNet authors' published files beside the shared data (``published/lrnet``)."""
+    folder = data_dir.parent / "published" / "lrnet"
+    if not folder.is_dir():
+        message = f"{folder} not found"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +115,10 @@ def test_landmarks_follow_a_planted_face_moved_by_a_known_shift(data_dir, detect
 
 
 @pytest.mark.parametrize("video", ["dfo_fake", "dfo_real", "ff_fake", "ff_real"])
-def test_landmarks_lie_near_the_authors_on_their_demo_videos(video, detector, landmarker):
-    if not LRNET.is_dir():
-        pytest.skip(f"{LRNET} not found")
-    frames = first_frames(LRNET / "demo_videos" / f"{video}.mp4", DEMO_FRAMES)
+def test_landmarks_lie_near_the_authors_on_their_demo_videos(video, lrnet_dir, detector, landmarker):
+    frames = first_frames(lrnet_dir / "demo_videos" / f"{video}.mp4", DEMO_FRAMES)
     ours = landmark_sequence(frames, face_boxes(frames, detector), landmarker)
-    theirs = np.loadtxt(LRNET / "demo_landmarks" / f"{video}.txt", max_rows=DEMO_FRAMES)
+    theirs = np.loadtxt(lrnet_dir / "demo_landmarks" / f"{video}.txt", max_rows=DEMO_FRAMES)
     assert ours.shape == theirs.shape == (DEMO_FRAMES, 136) and ours.dtype == np.float32
     distance = np.linalg.norm((ours - theirs).reshape(-1, 68, 2), axis=2) * 200
     assert distance.mean() < DEMO_LIMIT_PX, f"{video}: {distance.mean():.2f} crop px from the authors' landmarks"
