@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from .cropspec import known_fields
 from .landmark_calibration import calibrate as calibrate_track
 
 #: The model file inside the ``face_recognition_models`` package (found without importing it: its
@@ -72,11 +73,7 @@ class LandmarkSpec:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "LandmarkSpec":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise LandmarkSpecError(f"landmark spec: unknown key(s) {unknown}; valid keys are {sorted(names)}")
-        return cls(**values)
+        return cls(**known_fields(cls, values, LandmarkSpecError, "landmark spec"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,7 +1,6 @@
 """68-point landmarks and LRNet's calibrated, normalised input (preprocessing.landmarks, landmark_calibration)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -12,6 +11,7 @@ from preprocessing.landmark_calibration import calibrate
 from preprocessing.landmarks import (LandmarkDetector, LandmarkSpec, LandmarkSpecError, face_crops, landmark_sequence,
                                      steady_shapes)
 from tests.clips import first_frames
+from tests.conftest import missing
 
 #: Frames read per demo video: enough for the calibration to settle, few enough to stay fast.
 DEMO_FRAMES = 30
@@ -36,10 +36,7 @@ def lrnet_dir(data_dir: Path) -> Path:
     """The LRNet authors' published files beside the shared data (``published/lrnet``)."""
     folder = data_dir.parent / "published" / "lrnet"
     if not folder.is_dir():
-        message = f"{folder} not found"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{folder} not found")
     return folder
 
 
