@@ -104,6 +104,11 @@ def test_landmarks_follow_a_planted_face_moved_by_a_known_shift(data_dir, detect
     steps = raw - raw[:1]
     expected = np.arange(12)[:, None, None] * shift
     assert np.abs(steps - expected).max() <= 1.0
+    # two faces in one frame: one row of points per box, each on its own face
+    twice = frames[0].copy()
+    twice[200:200 + patch.shape[0], 560:560 + patch.shape[1]] = patch
+    both = landmarker(twice, np.stack([boxes[0], boxes[0] + [410, 0, 410, 0]]))
+    assert both.shape == (2, 68, 2) and np.abs(both[1] - both[0] - [410, 0]).max() <= 1.0
     # the crop follows the face, so its normalised landmarks stay put (1 crop px = 0.005)
     sequence = landmark_sequence(frames, np.stack(boxes), landmarker)
     assert np.abs(sequence - sequence[0]).max() <= 2 * 0.005
