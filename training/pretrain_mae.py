@@ -35,10 +35,10 @@ from models.precision import Precision
 from models.statedict import weights_mismatch
 from models.strict import ConfigError, strict_fields
 from models.zoo import ModelConfig, default_spec, to_batch
+from plumbing.fileio import atomic_write, write_json, write_png
+from plumbing.logs import configure_logging
 from preprocessing.cropspec import read_crop_entry
-from preprocessing.fileio import atomic_write, write_json, write_png
 from preprocessing.geometry import resize_and_pad
-from preprocessing.logs import configure_logging
 from preprocessing.prepared import LANDMARK_COLUMNS, PreparedDataError, read_crop, read_prepared
 
 from .mae import MaskedAutoencoder, unpatchify

@@ -14,8 +14,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from models.zoo import ModelConfig
-from preprocessing.fileio import atomic_write
-from preprocessing.logs import configure_logging
+from plumbing.fileio import atomic_write
+from plumbing.logs import configure_logging
 
 from .dataset import SOURCES, CropDataset
 

@@ -47,9 +47,9 @@ from models.pretrained import SOURCES
 from models.statedict import weights_mismatch
 from models.strict import ConfigError, strict_fields
 from models.zoo import DeepfakeClassifier, ModelConfig, build_model, default_spec
+from plumbing.fileio import atomic_write, write_json
+from plumbing.logs import configure_logging
 from preprocessing.cropspec import read_crop_entry
-from preprocessing.fileio import atomic_write, write_json
-from preprocessing.logs import configure_logging
 
 from . import distributed
 from .augment import train_pipeline
