@@ -135,7 +135,7 @@ def build(config: BundleConfig) -> dict[str, str]:
     if out.exists():
         raise BundleError(f"{out}: already exists; give a new folder")
     if not config.weights:
-        raise BundleError("no checkpoint: pass --weights (see README: Train)")
+        raise BundleError("no checkpoint: pass --weights (see docs/train.md)")
     for path in config.weights:
         if not Path(path).is_file():
             raise BundleError(f"{path}: no such checkpoint")
