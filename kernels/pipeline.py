@@ -194,9 +194,11 @@ def iterate_faces(
             for done in finished:
                 filename, _, frames = done.item
                 if done.timed_out:
-                    yield VideoFaces(filename, frames, error=f"not finished after {video_timeout:g} s (decoder hung or worker died)")
+                    error = f"not finished after {video_timeout:g} s (decoder hung or worker died)"
+                    yield VideoFaces(filename, frames, error=error)
                 elif done.error is not None:  # an exception raised inside the worker
-                    yield VideoFaces(filename, frames, error=f"detection failed: {type(done.error).__name__}: {done.error}")
+                    error = f"detection failed: {type(done.error).__name__}: {done.error}"
+                    yield VideoFaces(filename, frames, error=error)
                 else:
                     yield done.value
     finally:

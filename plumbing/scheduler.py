@@ -60,7 +60,8 @@ def in_flight(items: Iterable, jobs: Jobs, limit: int, *, remaining: Callable[[]
     none are left with jobs in flight, ``late`` (a ``%d`` message: how many) is logged and the run
     stops. ``timeout``: seconds after which a job still running is cancelled and yielded as timed out.
     Jobs still in flight when the run stops (the deadline, an error, the caller closing the iterator)
-    are stopped (:meth:`Jobs.stop`). ``poll``: the longest wait between checks when there is a deadline or a timeout.
+    are stopped (:meth:`Jobs.stop`). ``poll``: the longest wait between checks when there is a
+    deadline or a timeout.
     """
     items = iter(items)
     pending: dict[Hashable, tuple[Any, float]] = {}  # handle -> (item, submitted at)
@@ -83,7 +84,8 @@ def in_flight(items: Iterable, jobs: Jobs, limit: int, *, remaining: Callable[[]
                 except Exception as err:  # the job's own failure: the caller decides what it means
                     done = Done(item, error=err)
                 yield done
-            stuck = [h for h, (_, start) in pending.items() if timeout is not None and time.monotonic() - start > timeout]
+            now = time.monotonic()
+            stuck = [h for h, (_, start) in pending.items() if timeout is not None and now - start > timeout]
             if stuck:
                 restarted = jobs.cancel(stuck)
                 for handle in stuck:
