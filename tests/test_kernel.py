@@ -287,8 +287,11 @@ def test_bf16_is_used_when_asked_and_agrees_with_fp32_far_below_the_spread_of_sc
     bf16 = Ensemble.load([checkpoint], precision="bf16")
     assert bf16.precisions == ["bf16"]
     fp32, half = ensemble.predict(faces)["tiny"], bf16.predict(faces)["tiny"]
-    assert 0 < np.abs(fp32 - half).max() < 1e-2  # bf16 really ran (its rounding shows), and agrees
-    assert fp32.max() - fp32.min() > 0.2  # ... while the scores themselves differ 20 times more
+    spread = fp32.max() - fp32.min()
+    assert spread > 0.2  # the faces' scores differ widely ...
+    # ... bf16 really ran (its rounding shows), and it moves no score by a tenth of that spread (how
+    # far bf16 rounding moves a score depends on the CPU's bf16 kernels: 0.013 on one machine here, under 0.01 on another)
+    assert 0 < np.abs(fp32 - half).max() < 0.1 * spread
 
 
 IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
