@@ -19,9 +19,9 @@ from skimage import data
 from models.checkpoint import load_model
 from models.precision import PRECISIONS, auto_precision
 from models.zoo import DeepfakeClassifier, to_batch
+from plumbing.fileio import write_json
 from preprocessing.cropspec import CropSpec
 from preprocessing.device import check_device, default_device
-from preprocessing.fileio import write_json
 
 log = logging.getLogger(__name__)
 

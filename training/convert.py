@@ -27,9 +27,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from plumbing.logs import configure_logging
 from preprocessing.cropspec import CropSpec
 from preprocessing.geometry import PIL_BILINEAR
-from preprocessing.logs import configure_logging
 
 from models.checkpoint import save_checkpoint
 from models.statedict import layout_mismatch

@@ -33,8 +33,8 @@ from models.metrics import label_metrics
 from models.precision import Precision
 from models.strict import ConfigError
 from preprocessing.device import DeviceError, default_device
-from preprocessing.fileio import atomic_write
-from preprocessing.logs import configure_logging
+from plumbing.fileio import atomic_write
+from plumbing.logs import configure_logging
 
 from . import train
 from .dataset import CropDataset, PreparedDataError, make_loader, read_prepared

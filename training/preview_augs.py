@@ -6,7 +6,6 @@ the dropout each received.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from models.zoo import ModelConfig
-from preprocessing.fileio import atomic_write
-from preprocessing.logs import configure_logging
+from plumbing.fileio import write_figure
+from plumbing.logs import configure_logging
 
 from .dataset import SOURCES, CropDataset
 
@@ -85,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # PreparedDataError or an impossible --mix
         log.error("%s", err)
         return 1
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    with atomic_write(args.out, "wb") as f:
-        f.write(buffer.getvalue())
+    write_figure(args.out, figure)
     log.info("wrote %s (%d samples)", args.out, args.samples)
     return 0
 
