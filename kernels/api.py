@@ -27,7 +27,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from preprocessing.device import check_device, default_device
+from plumbing.device import check_device, default_device
 from plumbing.fileio import write_png
 
 from .aggregate import STRATEGIES

@@ -21,7 +21,7 @@ from models.precision import PRECISIONS, auto_precision
 from models.zoo import DeepfakeClassifier, to_batch
 from plumbing.fileio import write_json
 from preprocessing.cropspec import CropSpec
-from preprocessing.device import check_device, default_device
+from plumbing.device import check_device, default_device
 
 log = logging.getLogger(__name__)
 

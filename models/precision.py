@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from preprocessing.device import check_device, cuda_arch
+from plumbing.device import check_device, cuda_arch
+
+from .strict import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -45,14 +47,14 @@ class Precision:
     def resolve(cls, name: str, device: str | torch.device, channels_last: bool = False) -> "Precision":
         """``name`` is one of :data:`PRECISIONS`; ``auto`` is :func:`auto_precision` (on the CPU: fp32;
         ask for ``bf16`` there explicitly where it is faster). ``device`` is checked first
-        (:func:`preprocessing.device.check_device`)."""
+        (:func:`plumbing.device.check_device`)."""
         device = check_device(device)
         if name not in PRECISIONS:
-            raise ValueError(f"precision {name!r}: expected one of {PRECISIONS}")
+            raise ConfigError(f"precision {name!r}: expected one of {PRECISIONS}")
         if name == "auto":
             name = auto_precision(device)
         if name == "fp16" and device.type != "cuda":
-            raise ValueError(f"precision fp16 needs CUDA (device is {device}); use bf16 or fp32 on the CPU")
+            raise ConfigError(f"precision fp16 needs CUDA (device is {device}); use bf16 or fp32 on the CPU")
         dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
         return cls(device, dtype, channels_last)
 

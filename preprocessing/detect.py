@@ -18,7 +18,7 @@ import torch
 from facenet_pytorch import MTCNN
 from PIL import Image
 
-from .device import check_device, default_device
+from plumbing.device import check_device, default_device
 
 #: MTCNN stage thresholds for inference: the DFDC winner's kernel setting. Low enough to keep the
 #: profile and blurred faces a fake may hide in; false positives are removed by ``min_score`` and

@@ -20,9 +20,10 @@ import cv2
 import numpy as np
 
 from plumbing.cluster import ENGINES
+from plumbing.device import default_device
 from plumbing.fileio import write_json, write_png
 
-from .detect import DEFAULTS as DETECTOR, TRAINING_THRESHOLDS, FaceDetector, default_device
+from .detect import DEFAULTS as DETECTOR, TRAINING_THRESHOLDS, FaceDetector
 from .faces import find_faces
 from .geometry import DEFAULT_MARGIN
 from .index import DATASETS

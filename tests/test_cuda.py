@@ -11,7 +11,7 @@ from models.precision import Precision
 from models.strict import ConfigError
 from models.zoo import ModelConfig, build_model
 from preprocessing.detect import FaceDetector
-from preprocessing.device import PER_CARD, DeviceError, default_device, worker_devices
+from plumbing.device import PER_CARD, DeviceError, default_device, worker_devices
 from tests.conftest import DEMO_CLIPS, DEMO_WEIGHTS
 from tests.fakecuda import fake_cuda, hide_cuda
 from training import distributed

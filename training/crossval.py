@@ -32,7 +32,7 @@ from models.checkpoint import CheckpointError, load_model
 from models.metrics import label_metrics
 from models.precision import Precision
 from models.strict import ConfigError
-from preprocessing.device import DeviceError, default_device
+from plumbing.device import DeviceError, default_device
 from plumbing.fileio import atomic_write
 from plumbing.logs import configure_logging
 

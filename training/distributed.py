@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from models.strict import ConfigError
-from preprocessing.device import check_device
+from plumbing.device import check_device
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import torch
 from kernels.api import load_ensemble, score_videos
 from kernels.predict import default_weights
 from models.precision import Precision, auto_precision
-from preprocessing.device import DeviceError, check_device
+from plumbing.device import DeviceError, check_device
 from tests.conftest import DEMO_CLIPS, find_data
 from tests.fakecuda import hide_cuda
 from tests.test_train import TINY, prepare_faces, tiny_train_config
