@@ -117,11 +117,20 @@ def shard_range(shard: str) -> tuple[int, int]:
 
 
 _detectors: dict[tuple, FaceDetector] = {}
+_device: str | None = None  # a worker process's share of the devices (None: the config's)
+
+
+def use_device(device: str) -> None:
+    """Detect on ``device`` in this process, whatever the config says (a worker's place in
+    ``prepare``'s plan)."""
+    global _device
+    _device = device
 
 
 def _detector(config: PrepareConfig) -> FaceDetector:
-    """One detector per process and setting, made on first use (aligned fakes never need one)."""
-    key = (config.thresholds, config.min_score, config.min_size, config.batch_size, config.device)
+    """One detector per process and setting, made on first use (aligned fakes never need one), on this
+    process's device (:func:`use_device`), else the config's."""
+    key = (config.thresholds, config.min_score, config.min_size, config.batch_size, _device or config.device)
     if key not in _detectors:
         _detectors[key] = FaceDetector(*key)
     return _detectors[key]

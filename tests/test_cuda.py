@@ -1,5 +1,7 @@
 """The CUDA branches, run on this CPU machine by faking the cards' capabilities (``tests/fakecuda.py``):
-the precision policy, the device checks, the ranks' devices and one device for every component."""
+the precision policy, the device checks, the ranks' devices, one device for every component and the
+detection workers' share of the cards."""
+import os
 from pathlib import Path
 
 import pytest
@@ -10,8 +12,11 @@ from kernels.ensemble import Ensemble, choose_precision
 from models.precision import Precision
 from models.strict import ConfigError
 from models.zoo import ModelConfig, build_model
-from preprocessing.detect import FaceDetector
 from plumbing.device import PER_CARD, DeviceError, default_device, worker_devices
+from preprocessing import prepare_video
+from preprocessing.detect import FaceDetector
+from preprocessing.prepare import detection_plan
+from preprocessing.prepare_video import PrepareConfig
 from tests.conftest import DEMO_CLIPS, DEMO_WEIGHTS
 from tests.fakecuda import fake_cuda, hide_cuda
 from training import distributed
@@ -130,3 +135,17 @@ def test_detection_workers_share_the_cards_by_the_stated_rule(monkeypatch, cards
     else:
         hide_cuda(monkeypatch)
     assert worker_devices(workers, device) == [torch.device(d) for d in expected]
+
+
+def test_prepare_on_a_one_gpu_16_core_machine_shares_the_card_by_the_rule(monkeypatch, tmp_path):
+    """By default one worker per core: four detect on the card (not sixteen CUDA contexts on it), twelve on
+    the CPU; a worker told its device by the plan detects there whatever the config says."""
+    fake_cuda(monkeypatch, count=1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    config = PrepareConfig("dfdc", str(tmp_path), str(tmp_path / "out")).resolved()
+    assert (config.workers, config.device) == (16, "cuda")
+    assert detection_plan(config) == ["cuda:0"] * PER_CARD + ["cpu"] * (16 - PER_CARD)
+    monkeypatch.setattr(prepare_video, "_detectors", {})
+    monkeypatch.setattr(prepare_video, "_device", None)
+    prepare_video.use_device("cpu")  # what the plan gives the fifth worker
+    assert prepare_video._detector(config).device == torch.device("cpu")  # on the (absent) card it would fail
