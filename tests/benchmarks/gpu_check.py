@@ -34,7 +34,8 @@ from tests.conftest import DEMO_CLIPS, find_data
 from tests.fakecuda import hide_cuda
 from tests.test_train import TINY, prepare_faces, tiny_train_config
 from training import train as train_module
-from training.train import RunConfig, fit, make_datasets
+from training.config import RunConfig
+from training.train import fit, make_datasets
 
 
 class _CutOff(Exception):
