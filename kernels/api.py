@@ -64,7 +64,7 @@ def load_ensemble(weights: Sequence[str | Path] | None = None, model_weights: Se
 
 
 def on_device(settings: dict, device: str | torch.device) -> dict:
-    """:class:`kernels.predict.Settings` fields with face detection on ``device`` (the models'), unless
+    """:class:`kernels.scoring.Settings` fields with face detection on ``device`` (the models'), unless
     their ``detector`` names a device of its own: one device choice reaches MTCNN and the models."""
     detector = dict(settings.get("detector") or {})
     if detector.get("device") is None:
