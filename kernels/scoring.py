@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from plumbing.device import device_failed
 from preprocessing.video import FRAMES
 
 from .aggregate import aggregate
@@ -62,7 +63,10 @@ class Settings:
 
 
 def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
-    """One video's progress record: per-model frame probabilities, or the reason for the prior."""
+    """One video's progress record: per-model frame probabilities, or the reason for the prior (its
+    faces' error, a model failing on it, a model giving NaN or infinite probabilities). The device
+    failing (out of memory, a CUDA error: :func:`plumbing.device.device_failed`) is no reason of
+    this video's: it is raised, to stop the run."""
     record = {"filename": faces.filename, "status": "ok", "reason": "", "frames_requested": faces.frames_requested,
               "frames_read": faces.frames_read, "faces": len(faces.crops), "tracks": len(set(faces.track_ids)),
               "frame_ids": faces.frame_ids, "track_ids": faces.track_ids, "probs": {}}
@@ -70,9 +74,18 @@ def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
         record.update(status="prior", reason=faces.error)
     else:
         try:
-            record["probs"] = {k: v.tolist() for k, v in ensemble.predict(faces.cuts).items()}
-        except Exception as err:  # a model failing on one video must not end the run
+            probs = ensemble.predict(faces.cuts)
+        except Exception as err:  # a model failing on one video must not end the run; the device failing must
+            if device_failed(err):
+                raise
             record.update(status="prior", reason=f"model failed: {type(err).__name__}: {err}")
+        else:
+            broken = [f"{name} ({precision})" for (name, p), precision in zip(probs.items(), ensemble.precisions)
+                      if not np.isfinite(p).all()]
+            if broken:
+                record.update(status="prior", reason=f"non-finite probabilities from {', '.join(broken)}")
+            else:
+                record["probs"] = {k: v.tolist() for k, v in probs.items()}
     record["seconds"] = round(seconds, 3)
     return record
 
