@@ -29,6 +29,7 @@ from preprocessing.cli import add_field_flag, exit_on_sigterm
 from preprocessing.cluster import add_engine_arguments
 from preprocessing.detect import add_detector_arguments, detector_settings
 from preprocessing.fileio import atomic_write
+from preprocessing.follow import DETECT_EVERY
 from preprocessing.logs import configure_logging
 from preprocessing.sample import resolve_videos
 from preprocessing.video import FRAMES
@@ -56,7 +57,7 @@ class Settings:
     strategy: str | None = None  # None: each model's own rule (its crop spec's aggregate)
     prior: float = 0.5
     eps: float = 0.01
-    detect_every: int = 1
+    detect_every: int = DETECT_EVERY
     tracking: bool = True
     max_faces: int | None = None
     floor: bool = False
@@ -268,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-weights", type=float, nargs="+", help="one weight per checkpoint for the ensemble mean")
     add_field_flag(p, default, "frames", "frames per video while time allows")
     add_field_flag(p, default, "min_frames", "fewest frames when short of time")
-    add_field_flag(p, default, "detect_every", "run MTCNN on every k-th frame and interpolate the boxes between")
+    add_field_flag(p, default, "detect_every", "run MTCNN on the whole of every k-th frame, around each face's last box between")
     p.add_argument("--deadline", type=float, help="seconds for the whole folder, from start to written CSV")
     add_field_flag(p, default, "strategy", "frame -> video aggregation; None: each checkpoint's own, from its crop spec",
                    choices=sorted(STRATEGIES))
