@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-weights", type=float, nargs="+", help="one weight per checkpoint for the ensemble mean")
     add_field_flag(p, default, "frames", "frames per video while time allows")
     add_field_flag(p, default, "min_frames", "fewest frames when short of time")
-    add_field_flag(p, default, "detect_every", "run MTCNN on every k-th frame and interpolate the boxes between")
+    add_field_flag(p, default, "detect_every", "run MTCNN on the whole of every k-th frame, around each face's last box between")
     p.add_argument("--deadline", type=float, help="seconds for the whole folder, from start to written CSV")
     add_field_flag(p, default, "strategy", "frame -> video aggregation; None: each checkpoint's own, from its crop spec",
                    choices=sorted(STRATEGIES))
