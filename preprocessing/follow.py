@@ -58,8 +58,10 @@ def follow_faces(frames: Sequence[np.ndarray], detector: FaceDetector, every: in
     the full search does not find either is still searched for around its last box on the frames
     that follow (a face missed once, turned away for a moment), without another full search, up
     to the next key frame.
-    A face that enters between key frames is found at the next key frame. ``every=1`` searches
-    every frame in full.
+    A frame where no face is followed (none found yet, or all gone) is searched in full too, so a
+    video whose first frames show no face costs what a full search of every frame costs until one
+    appears. Otherwise a face that enters between key frames is found at the next key frame.
+    ``every=1`` searches every frame in full.
 
     ``start``: faces already known at position 0 (frame pixels), which then is not searched; the
     id the ``i``-th of them got is ``tracks[0][i]`` (-1 if its track was dropped). Tracks are
@@ -86,7 +88,8 @@ def follow_faces(frames: Sequence[np.ndarray], detector: FaceDetector, every: in
             missing = {}
         else:
             found, ids, lost = _search(detector, frame, {**followed, **missing}, np.zeros((0, 4)), linker)
-            if lost & followed.keys():  # a followed face is lost: search the whole frame
+            # nothing to follow (no face yet, or all gone) or a followed face lost: search the whole frame
+            if not (followed or missing) or lost & followed.keys():
                 full.append(position)
                 found = detector([frame])[0]
                 ids = linker.link(found.boxes)
