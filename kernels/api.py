@@ -55,7 +55,7 @@ class Scores:
 
 def load_ensemble(weights: Sequence[str | Path] | None = None, model_weights: Sequence[float] | None = None,
                   device: str | None = None, precision: str = "auto") -> Ensemble:
-    """Load checkpoints (default: every ``weights/*.pt``) strictly; a bad file raises ``CheckpointError``."""
+    """Load checkpoints (default: every frame model in ``weights/``) strictly; a bad file raises ``CheckpointError``."""
     return Ensemble.load(list(weights) if weights else default_weights(), model_weights, device, precision)
 
 
@@ -96,7 +96,7 @@ def score_videos(videos: str | Path | Sequence[str | Path], ensemble: Ensemble |
                  out: str | Path = "output/scores/submission.csv", crops_dir: str | Path | None = None,
                  keep_crops: bool = True, fresh: bool = False, workers: Workers | None = None, **settings) -> Scores:
     """Score one video, a list of videos or a folder (searched recursively) with ``ensemble`` (an
-    :class:`Ensemble` or checkpoint paths; default ``weights/*.pt``).
+    :class:`Ensemble` or checkpoint paths; default: every frame model in ``weights/``).
 
     Writes what ``python -m kernels.predict`` writes at ``out`` (submission, details, resume log).
     ``settings`` are :class:`kernels.predict.Settings` fields (``frames``, ``strategy``, ``workers``,

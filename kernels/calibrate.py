@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         for path in args.into:  # refuse a bad checkpoint before any work
-            read_checkpoint(path)
+            read_checkpoint(path, family="frame")
         fitted, report = calibrate(args.crossval, args.config, args.checkpoint, args.strategy)
         for path in args.into:
             amend_checkpoint(path, calibration=fitted.to_dict())

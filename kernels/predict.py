@@ -24,7 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from models.checkpoint import CheckpointError
+from models.checkpoint import CheckpointError, checkpoint_family
 from preprocessing.cli import add_field_flag, exit_on_sigterm
 from preprocessing.cluster import add_engine_arguments
 from preprocessing.detect import add_detector_arguments, detector_settings
@@ -89,8 +89,9 @@ class Settings:
 
 
 def default_weights() -> list[Path]:
-    """The checkpoints shipped in ``weights/`` (``*.pt``), sorted."""
-    return sorted(WEIGHTS_DIR.glob("*.pt"))
+    """The frame-model checkpoints shipped in ``weights/`` (``*.pt``), sorted; a sequence model
+    (``lrnet_*.pt``) runs only where ``--weights`` names it. Raises ``CheckpointError`` for an unreadable file."""
+    return sorted(path for path in WEIGHTS_DIR.glob("*.pt") if checkpoint_family(path) == "frame")
 
 
 def shard(videos: list[tuple[str, Path]], spec: str | None) -> list[tuple[str, Path]]:
@@ -264,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "if present, else the embedded astronaut sample")
     p.add_argument("--out", type=Path, default=default_submission(),
                    help="submission CSV (default: submission.csv inside Kaggle, else submission/submission.csv)")
-    p.add_argument("--weights", type=Path, nargs="+", help="checkpoints (default: every weights/*.pt)")
+    p.add_argument("--weights", type=Path, nargs="+", help="checkpoints (default: every frame model in weights/)")
     p.add_argument("--model-weights", type=float, nargs="+", help="one weight per checkpoint for the ensemble mean")
     add_field_flag(p, default, "frames", "frames per video while time allows")
     add_field_flag(p, default, "min_frames", "fewest frames when short of time")
@@ -308,11 +309,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def score_folder(args: argparse.Namespace, detector: dict, preset: Preset, workers: Workers, started: float) -> int:
     """The command's work once its detection workers are starting; returns the exit status."""
-    weights = args.weights or default_weights()
-    if not weights:
-        log.error("no checkpoint in %s: pass --weights (see README: Train)", WEIGHTS_DIR)
-        return 2
     try:
+        weights = args.weights or default_weights()
+        if not weights:
+            log.error("no checkpoint in %s: pass --weights (see README: Train)", WEIGHTS_DIR)
+            return 2
         ensemble = Ensemble.load(weights, args.model_weights, args.device, args.precision,
                                  spec={"margin": args.margin})
     except (CheckpointError, ValueError) as err:

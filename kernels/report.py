@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=Path, nargs="*", help="a folder (searched recursively) or video files; "
                    "default: the Kaggle test folder if present, else the embedded astronaut sample")
     p.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: %(default)s)")
-    p.add_argument("--weights", type=Path, nargs="+", help="checkpoints (default: every weights/*.pt)")
+    p.add_argument("--weights", type=Path, nargs="+", help="checkpoints (default: every frame model in weights/)")
     p.add_argument("--labels", type=Path, help="labels.csv (path/filename, label) or metadata.json: adds folder plots")
     p.add_argument("--frames", type=int, default=16, help="frames per video (default: %(default)s)")
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="confident", help="default: %(default)s")

@@ -206,7 +206,7 @@ def _resume_state(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     path = out / "last.pt"
     if not path.is_file():
         raise ConfigError(f"{out}: nothing to resume (no last.pt); drop --resume to start a new run")
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, family="frame")
     changed = sorted(f"{section}.{key}" for section in settings for key in settings[section].keys() | state[section].keys()
                      if settings[section].get(key) != state[section].get(key) and key != "workers")
     if changed:

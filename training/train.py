@@ -403,7 +403,7 @@ def _resume_state(out: Path, model_config: ModelConfig, cfg: TrainConfig, world_
     path = out / "last.pt"
     if not path.is_file():
         raise ConfigError(f"{out}: nothing to resume (no last.pt); drop --resume to start a new run")
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, family="frame")
     saved = {**{f"model.{k}": v for k, v in state["model"].items()},
              **{f"train.{k}": v for k, v in state.get("train", {}).items()}}
     wanted = {**{f"model.{k}": v for k, v in model_config.to_dict().items()},
