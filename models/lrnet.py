@@ -27,9 +27,10 @@ from .strict import ConfigError, strict_fields
 FEATURES = 136
 
 #: The landmark spec's fields and their types: how frames become the (T, 136) sequence the model reads
-#: (``detector``: the 68-point landmark detector; ``calibration``: LRNet's optical-flow + Kalman
-#: smoothing on or off; ``normalisation``: how pixel coordinates are scaled).
-LANDMARK_FIELDS = {"detector": str, "calibration": bool, "normalisation": str}
+#: (``detector``: the 68-point landmark detector; ``calibrate``: LRNet's optical-flow + Kalman
+#: smoothing on or off; ``normalisation``: how pixel coordinates are scaled, ``crop_size`` and
+#: ``face_scale`` its crop: a square of ``face_scale`` times the face's size resized to ``crop_size`` px).
+LANDMARK_FIELDS = {"detector": str, "calibrate": bool, "normalisation": str, "crop_size": int, "face_scale": float}
 
 
 def landmark_spec(values: dict[str, Any]) -> dict[str, Any]:
@@ -48,8 +49,9 @@ def landmark_spec(values: dict[str, Any]) -> dict[str, Any]:
 
 
 #: The published pairs' landmarks: 68 points, the authors' LK + Kalman calibration, their face-size
-#: normalisation (a fixed face size per video, a 400-px crop, ``(x - 200) / 200``).
-PUBLISHED_LANDMARKS = {"detector": "dlib68", "calibration": True, "normalisation": "face400"}
+#: normalisation (a square of 1.2 face sizes resized to a 400-px crop, ``(x - 200) / 200``).
+PUBLISHED_LANDMARKS = {"detector": "dlib68", "calibrate": True, "normalisation": "lrnet_crop", "crop_size": 400,
+                       "face_scale": 1.2}
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,8 @@ def test_the_shipped_checkpoints_are_the_published_pairs_converted(converted, pa
     shipped = read_checkpoint(REPO / "weights" / f"{PAIRS[pair]}.pt", family="sequence")
     made = read_checkpoint(converted[pair])
     assert shipped["source"] == {"format": "lrnet", "architecture": "LRNet", "files": [f"{pair}/g1.pth", f"{pair}/g2.pth"]}
-    assert shipped["landmark_spec"] == made["landmark_spec"] == {"detector": "dlib68", "calibration": True,
-                                                                 "normalisation": "face400"}
+    assert shipped["landmark_spec"] == made["landmark_spec"] == {
+        "detector": "dlib68", "calibrate": True, "normalisation": "lrnet_crop", "crop_size": 400, "face_scale": 1.2}
     assert shipped["state_dict"].keys() == made["state_dict"].keys()
     for key, value in made["state_dict"].items():
         assert torch.equal(shipped["state_dict"][key], value), key
@@ -96,7 +96,8 @@ def test_a_sequence_checkpoint_round_trips_with_its_description(tmp_path):
     torch.manual_seed(0)
     config = LRNetConfig(hidden=8, layers=2, residual=16, block=12)
     model = LRNet(config).eval()
-    model.spec = {"detector": "mediapipe", "calibration": False, "normalisation": "face400"}
+    model.spec = {"detector": "mediapipe", "calibrate": False, "normalisation": "lrnet_crop", "crop_size": 256,
+                  "face_scale": 1.5}
     model.calibration = Calibration(2.0, 0.25, "logitmean")
     save_checkpoint(tmp_path / "run.pt", model, calibration=model.calibration.to_dict(), optimizer={"step": 3})
     export_checkpoint(tmp_path / "run.pt", tmp_path / "shipped.pt")  # without its resume state
@@ -114,7 +115,7 @@ def test_a_sequence_checkpoint_round_trips_with_its_description(tmp_path):
 @pytest.mark.parametrize("change, named", [
     (lambda p: p["landmark_spec"].update(smoothing=True), "unknown key(s) ['smoothing']"),
     (lambda p: p["landmark_spec"].pop("detector"), "missing key(s) ['detector']"),
-    (lambda p: p["landmark_spec"].update(calibration="yes"), "calibration 'yes' is not a bool"),
+    (lambda p: p["landmark_spec"].update(calibrate="yes"), "calibrate 'yes' is not a bool"),
     (lambda p: p["model"].update(hidden=0), "LRNet config"),
     (lambda p: p["state_dict"].pop("g2.head.bias"), "weights do not fit LRNet: missing keys g2.head.bias"),
     (lambda p: p.update(family="audio"), "unknown model family 'audio'"),
