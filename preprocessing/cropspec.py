@@ -37,6 +37,16 @@ class CropSpecError(ValueError):
     """A crop spec names an unknown key or an impossible value."""
 
 
+def known_fields(spec: type, values: dict[str, Any], error: type[Exception], what: str) -> dict[str, Any]:
+    """``values`` when every key names a field of the dataclass ``spec``; otherwise ``error`` naming
+    the unknown keys and the valid ones (``what``: the spec's name in the message)."""
+    names = {f.name for f in dataclasses.fields(spec)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise error(f"{what}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+    return values
+
+
 @dataclass(frozen=True)
 class CropSpec:
     """How a face box becomes a model's input, and its frame scores a video score.
@@ -79,11 +89,7 @@ class CropSpec:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "CropSpec":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise CropSpecError(f"crop spec: unknown key(s) {unknown}; valid keys are {sorted(names)}")
-        return cls(**values)
+        return cls(**known_fields(cls, values, CropSpecError, "crop spec"))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

@@ -78,3 +78,16 @@ def floor_spaced_frames(path: Path, n: int) -> tuple[list[int], list[np.ndarray]
         if index in wanted:
             frames.append(cv2.cvtColor(capture.retrieve()[1], cv2.COLOR_BGR2RGB))
     return wanted.tolist(), frames
+
+
+def first_frames(path: Path, count: int) -> list[np.ndarray]:
+    """The first ``count`` consecutive frames of ``path``, RGB (fewer if it is shorter)."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while len(frames) < count:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return frames

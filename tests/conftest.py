@@ -57,11 +57,15 @@ def data_dir() -> Path:
     """The folder of real labelled clips. Under CI its absence fails the test instead of skipping it."""
     found = find_data()
     if found is None:
-        message = f"shared data not found: set {DATA_ENV} or place it at {REPO.parent / 'shared' / 'data'}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"shared data not found: set {DATA_ENV} or place it at {REPO.parent / 'shared' / 'data'}")
     return found
+
+
+def missing(message: str) -> None:
+    """Stop a test whose shared input is absent: fail under CI, skip elsewhere, saying ``message``."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

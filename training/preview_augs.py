@@ -85,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # PreparedDataError or an impossible --mix
         log.error("%s", err)
         return 1
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    with atomic_write(args.out, "wb") as f:
-        f.write(buffer.getvalue())
+    write_figure(args.out, figure)
     log.info("wrote %s (%d samples)", args.out, args.samples)
     return 0
 
