@@ -32,11 +32,12 @@ import torch
 from torch import nn
 
 from preprocessing.cropspec import CropSpec, CropSpecError
+from preprocessing.landmarks import LandmarkSpec, LandmarkSpecError
 from preprocessing.fileio import atomic_write
 from preprocessing.logs import configure_logging
 
 from .calibration import Calibration
-from .lrnet import LRNet, LRNetConfig, landmark_spec
+from .lrnet import LRNet, LRNetConfig
 from .statedict import weights_mismatch
 from .strict import ConfigError
 from .zoo import DeepfakeClassifier, ModelConfig, build_model
@@ -63,7 +64,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     """Save ``model`` (a :class:`DeepfakeClassifier`, wrapped or not, or an :class:`LRNet`) with ``extra`` entries
     (epoch, metrics, optimizer and scheduler state...), atomically."""
     model = unwrap(model)
-    spec = {"family": "sequence", "landmark_spec": landmark_spec(model.spec)} if isinstance(model, LRNet) \
+    spec = {"family": "sequence", "landmark_spec": model.spec.to_dict()} if isinstance(model, LRNet) \
         else {"crop_spec": model.spec.to_dict()}
     payload = {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(), **spec,
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, **extra}
@@ -133,11 +134,11 @@ def _model(payload: dict[str, Any], path: str | os.PathLike) -> DeepfakeClassifi
     model.load_state_dict(payload["state_dict"], strict=True)
     try:
         model.calibration = Calibration.from_dict(payload.get("calibration"))
-        if sequence:
-            model.spec = landmark_spec(payload.get("landmark_spec"))
+        if sequence and "landmark_spec" in payload:  # absent: the defaults, the published pairs' input
+            model.spec = LandmarkSpec.from_dict(payload["landmark_spec"])
         elif "crop_spec" in payload:  # older checkpoints: the defaults their models were trained with
             model.spec = CropSpec.from_dict(payload["crop_spec"])
-    except (ConfigError, CropSpecError, TypeError) as err:
+    except (ConfigError, CropSpecError, LandmarkSpecError, TypeError) as err:
         raise CheckpointError(f"{path}: {err}") from err
     return model
 

@@ -6,9 +6,9 @@ spec says), ``g2`` their ``block - 1`` frame-to-frame differences. Each ends in 
 (index 1 = manipulated); a block's fake probability is the mean of the two. A video's score is made
 from its blocks' logits (the kernel's ``logitmean`` rule) and the checkpoint's calibration.
 
-An :class:`LRNetConfig` (sizes, dropout, block length) and the landmark spec travel in every
+An :class:`LRNetConfig` (sizes, dropout, block length) and the :class:`LandmarkSpec` travel in every
 checkpoint of this family (``models.checkpoint``), as a frame model's :class:`ModelConfig` and crop
-spec do.
+spec do; :class:`LandmarkSpec`'s defaults are the published pairs' input (the authors' pipeline).
 """
 from __future__ import annotations
 
@@ -20,39 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from preprocessing.landmarks import LandmarkSpec
+
 from .calibration import Calibration
 from .strict import ConfigError, strict_fields
 
 #: 68 landmarks x (x, y): the width of one frame's input.
 FEATURES = 136
-
-#: The landmark spec's fields and their types: how frames become the (T, 136) sequence the model reads
-#: (``detector``: the 68-point landmark detector; ``calibrate``: LRNet's optical-flow + Kalman
-#: smoothing on or off; ``normalisation``: how pixel coordinates are scaled, ``crop_size`` and
-#: ``face_scale`` its crop: a square of ``face_scale`` times the face's size resized to ``crop_size`` px).
-LANDMARK_FIELDS = {"detector": str, "calibrate": bool, "normalisation": str, "crop_size": int, "face_scale": float}
-
-
-def landmark_spec(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` checked as a landmark spec (exactly :data:`LANDMARK_FIELDS`, of their types);
-    :class:`ConfigError` names what does not fit."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"landmark spec: expected a dict, got {type(values).__name__}")
-    missing = sorted(set(LANDMARK_FIELDS) - set(values))
-    unknown = sorted(set(values) - set(LANDMARK_FIELDS))
-    wrong = [f"{k} {values[k]!r} is not a {kind.__name__}" for k, kind in LANDMARK_FIELDS.items()
-             if k in values and not isinstance(values[k], kind)]
-    if missing or unknown or wrong:
-        problems = [f"missing key(s) {missing}"] * bool(missing) + [f"unknown key(s) {unknown}"] * bool(unknown) + wrong
-        raise ConfigError(f"landmark spec: {'; '.join(problems)}; valid keys are {sorted(LANDMARK_FIELDS)}")
-    return dict(values)
-
-
-#: The published pairs' landmarks: 68 points, the authors' LK + Kalman calibration, their face-size
-#: normalisation (a square of 1.2 face sizes resized to a 400-px crop, ``(x - 200) / 200``).
-PUBLISHED_LANDMARKS = {"detector": "dlib68", "calibrate": True, "normalisation": "lrnet_crop", "crop_size": 400,
-                       "face_scale": 1.2}
-
 
 @dataclass(frozen=True)
 class LRNetConfig:
@@ -116,7 +90,7 @@ class LRNet(nn.Module):
         #: Applied by the kernel to this model's video scores; a checkpoint's "calibration" entry sets it.
         self.calibration = Calibration()
         #: How frames become this model's input; a checkpoint's "landmark_spec" entry sets it.
-        self.spec = dict(PUBLISHED_LANDMARKS)
+        self.spec = LandmarkSpec()
 
     def branch_probs(self, blocks: torch.Tensor) -> torch.Tensor:
         """``blocks``: (B, block, features) landmark positions; returns (B, 2): g1's and g2's fake

@@ -33,10 +33,11 @@ from torch import nn
 
 from preprocessing.cropspec import CropSpec
 from preprocessing.geometry import PIL_BILINEAR
+from preprocessing.landmarks import LandmarkSpec
 from preprocessing.logs import configure_logging
 
 from models.checkpoint import save_checkpoint
-from models.lrnet import PUBLISHED_LANDMARKS, GRUBranch, LRNet, LRNetConfig
+from models.lrnet import GRUBranch, LRNet, LRNetConfig
 from models.statedict import layout_mismatch
 from models.zoo import ModelConfig, build_model
 
@@ -63,7 +64,7 @@ class Layout:
 
     name: str
     config: ModelConfig | LRNetConfig
-    spec: CropSpec | dict = dataclasses.field(compare=False)  # not part of what the file holds
+    spec: CropSpec | LandmarkSpec
     entries: frozenset[str] | None
     names: Callable[[Shapes], dict[str, str]]
     extra: Callable[[Shapes], Shapes]
@@ -195,7 +196,7 @@ def _lrnet_names(ours: Shapes) -> dict[str, str]:
     return names
 
 
-LRNET = Layout(name="LRNet branch", config=LRNetConfig(), spec=PUBLISHED_LANDMARKS, entries=None,
+LRNET = Layout(name="LRNet branch", config=LRNetConfig(), spec=LandmarkSpec(), entries=None,
                names=_lrnet_names, extra=lambda ours: {}, marker="hidden_state", build=GRUBranch)
 
 #: Format name -> its layouts, the most specific marker first.
@@ -301,7 +302,7 @@ def convert_lrnet(sources: Sequence[str | os.PathLike], target: str | os.PathLik
         weights |= {f"{part}.{key}": value for key, value in branch.items()}
     model = LRNet(LRNET.config)
     model.load_state_dict(weights, strict=True)
-    model.spec = dict(LRNET.spec)
+    model.spec = LRNET.spec
     files = [f"{Path(s).parent.name}/{Path(s).name}" for s in sources]
     save_checkpoint(target, model.eval(), source={"format": "lrnet", "architecture": "LRNet", "files": files})
 
