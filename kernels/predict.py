@@ -31,7 +31,7 @@ from preprocessing.detect import add_detector_arguments, detector_settings
 from preprocessing.fileio import atomic_write
 from preprocessing.logs import configure_logging
 from preprocessing.sample import resolve_videos
-from preprocessing.video import FRAMES
+from preprocessing.video import FRAMES, RUN_LENGTH, RUNS
 from submission.io import COLUMNS, write_submission
 
 from .aggregate import STRATEGIES, aggregate
@@ -67,6 +67,7 @@ class Settings:
     video_timeout: float = 300.0
     engine: str = "local"  # or "ray" (kernels.ray_engine), embedded or on the cluster at ``address``
     address: str | None = None
+    runs: int = RUNS  # runs of consecutive frames per video for sequence models (read only when one is given)
 
     def signature(self, ensemble: Ensemble) -> dict:
         """What a resumed run must share with the run it continues."""
@@ -81,11 +82,12 @@ class Settings:
         return self.strategy or model.spec.aggregate
 
     def cutting(self, ensemble: Ensemble) -> Cutting:
-        return Cutting(ensemble.crop_specs, **self._cutting_fields())
+        return Cutting(ensemble.crop_specs, landmarks=ensemble.landmark_specs, **self._cutting_fields())
 
     def _cutting_fields(self) -> dict:
-        """How faces are found and cut: these settings of :class:`Cutting`'s fields (all but its specs)."""
-        return {f.name: getattr(self, f.name) for f in fields(Cutting) if f.name != "specs"}
+        """How faces are found and cut: these settings of :class:`Cutting`'s fields (all but its
+        specs, which the models give)."""
+        return {f.name: getattr(self, f.name) for f in fields(Cutting) if f.name not in ("specs", "landmarks")}
 
 
 def default_weights() -> list[Path]:
@@ -107,17 +109,27 @@ def shard(videos: list[tuple[str, Path]], spec: str | None) -> list[tuple[str, P
 
 
 def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
-    """One video's progress record: per-model frame probabilities, or the reason for the prior."""
+    """One video's progress record: per frame model its faces' probabilities, per sequence model its
+    blocks' (``blocks``: ``probs``, the ``sequence`` each block comes from, ``sequences`` read, and
+    why it abstained: ``abstained``), or the reason for the prior."""
     record = {"filename": faces.filename, "status": "ok", "reason": "", "frames_requested": faces.frames_requested,
               "frames_read": faces.frames_read, "faces": len(faces.crops), "tracks": len(set(faces.track_ids)),
-              "frame_ids": faces.frame_ids, "track_ids": faces.track_ids, "probs": {}}
+              "frame_ids": faces.frame_ids, "track_ids": faces.track_ids, "probs": {}, "blocks": {}}
     if faces.error:
         record.update(status="prior", reason=faces.error)
     else:
         try:
             record["probs"] = {k: v.tolist() for k, v in ensemble.predict(faces.cuts).items()}
+            sequences = {spec: [s.landmarks for s in found] for spec, found in faces.sequences.items()}
+            for name, (probs, owner) in ensemble.predict_blocks(sequences).items():
+                model = ensemble.models[ensemble.names.index(name)]
+                reason = "" if len(probs) else faces.no_sequence or f"no sequence as long as its block ({model.config.block} frames)"
+                record["blocks"][name] = {"probs": probs.tolist(), "sequence": owner.tolist(),
+                                          "sequences": len(sequences.get(model.spec, [])), "abstained": reason}
         except Exception as err:  # a model failing on one video must not end the run
             record.update(status="prior", reason=f"model failed: {type(err).__name__}: {err}")
+        if record["status"] == "ok" and not ensemble.frame_models and all(b["abstained"] for b in record["blocks"].values()):
+            record.update(status="prior", reason="; ".join(sorted({b["abstained"] for b in record["blocks"].values()})))
     record["seconds"] = round(seconds, 3)
     return record
 
@@ -146,7 +158,11 @@ def label_of(record: dict | None, ensemble: Ensemble, settings: Settings) -> tup
     if record is None or record["status"] != "ok":
         return float(np.clip(settings.prior, settings.eps, 1 - settings.eps)), {}
     scores = {name: model.calibration(aggregate(record["probs"][name], record["track_ids"], settings.strategy_of(model)))
-              for name, model in zip(ensemble.names, ensemble.models)}
+              for name, model, _ in ensemble.frame_models}
+    for name, model in ensemble.sequence_models:  # blocks -> video: the sigmoid of their mean logit; none: abstains
+        blocks = record["blocks"][name]
+        if blocks["probs"]:
+            scores[name] = model.calibration(aggregate(blocks["probs"], blocks["sequence"], "logitmean"))
     return float(np.clip(ensemble.combine(scores), settings.eps, 1 - settings.eps)), scores
 
 
@@ -164,6 +180,10 @@ def tables(videos: Sequence[tuple[str, Path]], records: dict[str, dict], ensembl
             row.update({k: record[k] for k in ("status", "reason", "frames_requested", "frames_read",
                                                "faces", "tracks", "seconds")})
         row.update({f"score_{name}": scores.get(name, math.nan) for name in ensemble.names})
+        for name, _ in ensemble.sequence_models:
+            blocks = (record or {}).get("blocks", {}).get(name, {})
+            row.update({f"blocks_{name}": len(blocks.get("probs", [])), f"sequences_{name}": blocks.get("sequences", 0),
+                        f"abstained_{name}": blocks.get("abstained", row["reason"])})
         rows.append(row)
     details = pd.DataFrame(rows)
     return details[["filename", "label"]], details
@@ -189,7 +209,7 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
     (default: ``settings.workers`` processes started for this call).
     """
     budget = Budget(settings.deadline, start=started)
-    for name, model in zip(ensemble.names, ensemble.models):
+    for name, model, _ in ensemble.frame_models:
         fitted_on = model.calibration.strategy
         if fitted_on and fitted_on != settings.strategy_of(model):
             log.warning("%s: calibrated on %r video scores, applied to %r ones", name, fitted_on,
@@ -269,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-weights", type=float, nargs="+", help="one weight per checkpoint for the ensemble mean")
     add_field_flag(p, default, "frames", "frames per video while time allows")
     add_field_flag(p, default, "min_frames", "fewest frames when short of time")
+    add_field_flag(p, default, "runs", f"runs of {RUN_LENGTH} consecutive frames per video for sequence models "
+                   "(read only when one is given)")
     add_field_flag(p, default, "detect_every", "run MTCNN on every k-th frame and interpolate the boxes between")
     p.add_argument("--deadline", type=float, help="seconds for the whole folder, from start to written CSV")
     add_field_flag(p, default, "strategy", "frame -> video aggregation; None: each checkpoint's own, from its crop spec",
@@ -327,7 +349,7 @@ def score_folder(args: argparse.Namespace, detector: dict, preset: Preset, worke
     settings = Settings(frames=args.frames, min_frames=args.min_frames, detect_every=args.detect_every,
                         strategy=args.strategy, prior=args.prior,
                         eps=args.eps, deadline=args.deadline, workers=args.workers,
-                        video_timeout=args.video_timeout, detector=detector,
+                        video_timeout=args.video_timeout, detector=detector, runs=args.runs,
                         engine=args.engine, address=args.address, **preset.settings)
     log.info("%d videos, model(s) %s in %s, strategy %s", len(named), ensemble.names,
              ensemble.precisions, settings.strategy or "each model's own")

@@ -69,7 +69,7 @@ def video_section(scores: Scores, filename: str, max_crops: int, ensemble: Ensem
     parts = [head, f"<p>{row['faces']} faces in {row['frames_read']} frames, {row['tracks']} track(s)</p>"]
     if one.frames["crop"].notna().all():
         parts.append(img(plots.png_bytes(plots.crop_strip(one.frames, max_crops)), f"{filename} crops"))
-        for name, model in zip(ensemble.names, ensemble.models) if ensemble else ():
+        for name, model, _ in ensemble.frame_models if ensemble else ():
             strip = plots.crop_strip(one.frames, max_crops, model=model)
             parts.append(f"<p>Grad-CAM of {html.escape(name)}</p>" + img(plots.png_bytes(strip), f"{filename} gradcam {name}"))
             if model.decoder is not None:

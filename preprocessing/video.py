@@ -187,6 +187,8 @@ FRAMES = 32
 
 #: Consecutive frames per run (``read_frames(runs=...)``): LRNet's block, 30 frames at the video's own rate.
 RUN_LENGTH = 30
+#: Runs read per video for a sequence model, by default (``kernels.predict --runs``).
+RUNS = 3
 
 #: Frames whose long side exceeds this are shrunk on reading: 32 frames of an 8K video would take
 #: 3 GB; at this size they take at most 800 MB, and 4K video passes untouched.
