@@ -223,18 +223,15 @@ class Ensemble:
         return {name: np.concatenate(probs) if probs else np.zeros(0) for name, probs in out.items()}
 
     @torch.inference_mode()
-    def predict_blocks(self, sequences: dict[LandmarkSpec, Sequence[np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def predict_blocks(self, sequences: dict[LandmarkSpec, Sequence[np.ndarray]]) -> dict[str, np.ndarray]:
         """Per sequence model's name: the fake probability of every block of its ``sequences`` ((T, 136)
-        landmark sequences by landmark spec, one list per :attr:`landmark_specs` entry, the faces in
-        one order) and the index of the sequence each block comes from. A sequence shorter than the
-        model's block gives none."""
+        landmark sequences by landmark spec, one list per :attr:`landmark_specs` entry), sequence by
+        sequence. A sequence shorter than the model's block gives none."""
         out = {}
         for name, model in self.sequence_models:
             blocks = [model.blocks(sequence) for sequence in sequences.get(model.spec, [])]
-            owner = np.concatenate([np.full(len(b), i) for i, b in enumerate(blocks)]).astype(np.int64) \
-                if blocks else np.zeros(0, np.int64)
-            probs = model(torch.cat(blocks).to(self.device)).double().cpu().numpy() if len(owner) else np.zeros(0)
-            out[name] = (probs, owner)
+            count = sum(len(b) for b in blocks)
+            out[name] = model(torch.cat(blocks).to(self.device)).double().cpu().numpy() if count else np.zeros(0)
         return out
 
     def combine(self, scores: dict[str, float]) -> float:

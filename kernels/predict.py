@@ -34,7 +34,7 @@ from preprocessing.sample import resolve_videos
 from preprocessing.video import FRAMES, RUN_LENGTH, RUNS
 from submission.io import COLUMNS, write_submission
 
-from .aggregate import STRATEGIES, aggregate
+from .aggregate import STRATEGIES, aggregate, logitmean
 from .budget import Budget
 from .ensemble import PRECISIONS, Ensemble
 from .kaggle import default_submission
@@ -110,8 +110,8 @@ def shard(videos: list[tuple[str, Path]], spec: str | None) -> list[tuple[str, P
 
 def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
     """One video's progress record: per frame model its faces' probabilities, per sequence model its
-    blocks' (``blocks``: ``probs``, the ``sequence`` each block comes from, ``sequences`` read, and
-    why it abstained: ``abstained``), or the reason for the prior."""
+    blocks' (``blocks``: ``probs``, the ``sequences`` they come from, and why it abstained:
+    ``abstained``), or the reason for the prior."""
     record = {"filename": faces.filename, "status": "ok", "reason": "", "frames_requested": faces.frames_requested,
               "frames_read": faces.frames_read, "faces": len(faces.crops), "tracks": len(set(faces.track_ids)),
               "frame_ids": faces.frame_ids, "track_ids": faces.track_ids, "probs": {}, "blocks": {}}
@@ -121,11 +121,11 @@ def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
         try:
             record["probs"] = {k: v.tolist() for k, v in ensemble.predict(faces.cuts).items()}
             sequences = {spec: [s.landmarks for s in found] for spec, found in faces.sequences.items()}
-            for name, (probs, owner) in ensemble.predict_blocks(sequences).items():
+            for name, probs in ensemble.predict_blocks(sequences).items():
                 model = ensemble.models[ensemble.names.index(name)]
                 reason = "" if len(probs) else faces.no_sequence or f"no sequence as long as its block ({model.config.block} frames)"
-                record["blocks"][name] = {"probs": probs.tolist(), "sequence": owner.tolist(),
-                                          "sequences": len(sequences.get(model.spec, [])), "abstained": reason}
+                record["blocks"][name] = {"probs": probs.tolist(), "sequences": len(sequences.get(model.spec, [])),
+                                          "abstained": reason}
         except Exception as err:  # a model failing on one video must not end the run
             record.update(status="prior", reason=f"model failed: {type(err).__name__}: {err}")
         if record["status"] == "ok" and not ensemble.frame_models and all(b["abstained"] for b in record["blocks"].values()):
@@ -160,9 +160,9 @@ def label_of(record: dict | None, ensemble: Ensemble, settings: Settings) -> tup
     scores = {name: model.calibration(aggregate(record["probs"][name], record["track_ids"], settings.strategy_of(model)))
               for name, model, _ in ensemble.frame_models}
     for name, model in ensemble.sequence_models:  # blocks -> video: the sigmoid of their mean logit; none: abstains
-        blocks = record["blocks"][name]
-        if blocks["probs"]:
-            scores[name] = model.calibration(aggregate(blocks["probs"], blocks["sequence"], "logitmean"))
+        blocks = record["blocks"][name]["probs"]
+        if blocks:
+            scores[name] = model.calibration(logitmean(blocks))
     return float(np.clip(ensemble.combine(scores), settings.eps, 1 - settings.eps)), scores
 
 
