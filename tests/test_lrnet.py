@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -138,3 +139,35 @@ def test_frame_model_tools_given_a_sequence_checkpoint_say_so_in_one_line(tmp_pa
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [f"{shipped}: holds a sequence model (landmark sequences); this takes a frame model (face crops) only"]
     assert REPO / "weights" / "lite0.pt" in default_weights() and shipped not in default_weights()
+
+
+def test_a_published_models_temperature_is_fitted_on_the_kernels_video_scores_and_stored(tmp_path, caplog):
+    """Scores three times too sure of themselves, on 120 videos in 60 identity groups (one abstained):
+    the cross-fitted temperature pays, and the one fitted on all goes into the checkpoint."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 120)
+    z = rng.normal(2 * labels - 1, 1.5)
+    root = tmp_path / "videos"
+    root.mkdir()
+    for v in range(120):
+        (root / f"v{v:03d}.mp4").touch()
+    pd.DataFrame({"path": [f"v{v:03d}.mp4" for v in range(120)], "label": labels,
+                  "group": [f"person{v // 2}" for v in range(120)]}).to_csv(tmp_path / "labels.csv", index=False)
+    scores = 1 / (1 + np.exp(-3 * z))
+    scores[7] = np.nan  # abstained: left out
+    pd.DataFrame({"filename": [f"v{v:03d}.mp4" for v in range(120)], "score_lrnet": scores}).to_csv(
+        tmp_path / "submission_details.csv", index=False)
+    target = tmp_path / "lrnet.pt"
+    target.write_bytes((REPO / "weights" / "lrnet_ffpp.pt").read_bytes())
+    argv = ["--details", str(tmp_path / "submission_details.csv"), "--root", str(root), "--labels",
+            str(tmp_path / "labels.csv"), "--model", "lrnet", "--into", str(target)]
+    assert calibrate.main(argv) == 0
+    report = json.loads((tmp_path / "calibration_lrnet.json").read_text())
+    assert report["videos"] == 119 and report["strategy"] == "logitmean"
+    rows = report["cross_fitted"]
+    assert rows[report["chosen"]]["logloss_balanced"] < rows["raw"]["logloss_balanced"] - 0.05
+    stored = load_model(target, family=None).calibration
+    assert stored.to_dict() == report["calibration"] and stored.temperature > 2
+    with caplog.at_level(logging.ERROR):
+        assert calibrate.main(argv) == 2  # fitted on calibrated scores it would count twice
+    assert f"{target}: already calibrated" in caplog.text
