@@ -13,7 +13,7 @@
     again = scorer.score("videos/b/", out="runs/b/submission.csv")  # no start-up this time
     scorer.close()
 
-Scoring is :func:`kernels.predict.run` itself (same crops, models, strategies, deadline and resume
+Scoring is :func:`kernels.runner.run` itself (same crops, models, strategies, deadline and resume
 log); this module only reshapes its progress records into tables. Probabilities are fake
 probabilities in [0, 1]; video labels are clipped to [eps, 1 - eps] as in the submission, track
 and frame probabilities are not.
@@ -26,12 +26,14 @@ from typing import Sequence
 
 import pandas as pd
 
-from preprocessing.fileio import write_png
+from plumbing.fileio import write_png
 
 from .aggregate import STRATEGIES
 from .ensemble import Ensemble
 from .pipeline import VideoFaces, Workers
-from .predict import Settings, default_weights, named_videos, run
+from .inputs import default_weights, named_videos
+from .runner import run
+from .scoring import Settings
 from .progress import ProgressLog
 
 
@@ -101,7 +103,7 @@ def score_videos(videos: str | Path | Sequence[str | Path], ensemble: Ensemble |
     :class:`Ensemble` or checkpoint paths; default: every frame model in ``weights/``).
 
     Writes what ``python -m kernels.predict`` writes at ``out`` (submission, details, resume log).
-    ``settings`` are :class:`kernels.predict.Settings` fields (``frames``, ``strategy``, ``workers``,
+    ``settings`` are :class:`kernels.scoring.Settings` fields (``frames``, ``strategy``, ``workers``,
     ``deadline``...). Crops are kept as arrays (``keep_crops``), or written as
     ``crops_dir/<filename>/<frame:05d>_<track>.png`` and given by path. ``workers``: running detection
     :class:`Workers` to reuse (see :class:`Scorer`).
@@ -137,7 +139,7 @@ class Scorer:
     """:func:`score_videos` with the start-up paid once: the detection workers start first, the models
     load meanwhile, and every :meth:`score` call reuses both (a notebook scoring again and again).
 
-    ``settings`` are :class:`kernels.predict.Settings` fields used by every call; a call may override
+    ``settings`` are :class:`kernels.scoring.Settings` fields used by every call; a call may override
     them (other detector settings or ``workers`` restart the workers). Close it (or use ``with``)
     to stop the workers.
     """

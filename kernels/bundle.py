@@ -27,17 +27,17 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from preprocessing.cli import add_field_flag
-from preprocessing.logs import configure_logging
+from plumbing.cli import add_field_flag
+from plumbing.logs import configure_logging
 
 from .kaggle import KAGGLE_LIMIT_S
-from .predict import default_weights
+from .inputs import default_weights
 
 log = logging.getLogger("kernels.bundle")
 
 REPO = Path(__file__).resolve().parents[1]
 #: The kernel's rooms (it never imports ``training``), copied into ``code/``.
-PACKAGES = ("preprocessing", "models", "kernels", "submission")
+PACKAGES = ("plumbing", "preprocessing", "models", "kernels", "submission")
 #: ``kernel.py`` and ``kernel.ipynb``, copied into the bundle as they are.
 BUNDLED = Path(__file__).resolve().parent / "bundled"
 #: Packages the Kaggle image ships that the bundle leaves to it (check: ``pip list`` in a notebook).
@@ -135,7 +135,7 @@ def build(config: BundleConfig) -> dict[str, str]:
     if out.exists():
         raise BundleError(f"{out}: already exists; give a new folder")
     if not config.weights:
-        raise BundleError("no checkpoint: pass --weights (see README: Train)")
+        raise BundleError("no checkpoint: pass --weights (see docs/train.md)")
     for path in config.weights:
         if not Path(path).is_file():
             raise BundleError(f"{path}: no such checkpoint")

@@ -33,10 +33,10 @@ import pandas as pd
 from models import calibration
 from models.checkpoint import CheckpointError, amend_checkpoint, read_checkpoint
 from models.metrics import label_metrics
-from preprocessing.fileio import write_json
+from plumbing.fileio import write_json
+from plumbing.logs import configure_logging
 from preprocessing.folds import assign_folds
 from preprocessing.index import index_folder, video_id
-from preprocessing.logs import configure_logging
 
 from .aggregate import STRATEGIES, aggregate
 

@@ -21,10 +21,10 @@ from models.checkpoint import load_model
 from models.lrnet import LRNet
 from models.precision import PRECISIONS
 from models.zoo import DeepfakeClassifier, to_batch
+from plumbing.fileio import write_json
 from preprocessing.cropspec import CropSpec
 from preprocessing.detect import default_device
 from preprocessing.landmarks import LandmarkSpec
-from preprocessing.fileio import write_json
 
 log = logging.getLogger(__name__)
 

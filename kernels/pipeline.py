@@ -7,7 +7,7 @@ hangs the decoder cannot hold the run past its deadline.
 """
 from __future__ import annotations
 
-import logging
+import contextlib
 import multiprocessing
 import os
 import time
@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from plumbing.scheduler import in_flight
 from preprocessing.cropspec import CropSpec
 from preprocessing.detect import FaceDetector
 from preprocessing.faces import every_face, find_faces
@@ -26,7 +27,8 @@ from preprocessing.landmarks import LandmarkDetector, LandmarkSpec
 from preprocessing.sequences import FaceSequence, run_sequences
 from preprocessing.video import RUN_LENGTH, RUNS, VideoReadError
 
-log = logging.getLogger(__name__)
+#: What the scheduler logs when the deadline stops a run of either engine (``%d``: videos in flight).
+DEADLINE_WARNING = "deadline reached with %d video(s) in progress: they get the prior"
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,6 @@ def iterate_faces(
     own = not isinstance(workers, Workers)
     pool = Workers(detector_kwargs, workers) if own else workers
     pool.configure(detector_kwargs)
-    pending: dict[str, tuple] = {}  # filename -> (AsyncResult, path, frames, submitted at)
     try:
         if pool.count == 0:
             for i, (filename, path) in enumerate(videos):
@@ -221,40 +222,56 @@ def iterate_faces(
                     return
                 yield detect_video(filename, path, frames, pool.detector, cutting)
             return
-        next_video = 0
-        while True:
-            while len(pending) < queue_size and next_video < len(videos):
-                frames = plan_frames(len(videos) - next_video)
-                if frames <= 0:
-                    break
-                filename, path = videos[next_video]
-                pending[filename] = (pool.submit(filename, path, frames, cutting), path, frames,
-                                     time.monotonic())
-                next_video += 1
-            if not pending:
-                return
-            if remaining() <= 0:
-                log.warning("deadline reached with %d video(s) in progress: they get the prior", len(pending))
-                return
-            finished = [name for name, (job, *_) in pending.items() if job.ready()]
-            for name in finished:
-                job, _, frames, _ = pending.pop(name)
-                try:
-                    yield job.get()
-                except Exception as err:  # an exception raised inside the worker
-                    yield VideoFaces(name, frames, error=f"detection failed: {type(err).__name__}: {err}")
-            stuck = [name for name, (_, _, _, t0) in pending.items() if time.monotonic() - t0 > video_timeout]
-            if stuck:
-                pool.restart()
-                for name in stuck:
-                    _, _, frames, _ = pending.pop(name)
-                    yield VideoFaces(name, frames, error=f"not finished after {video_timeout:g} s (decoder hung or worker died)")
-                for name, (_, path, frames, _) in list(pending.items()):
-                    pending[name] = (pool.submit(name, path, frames, cutting), path, frames, time.monotonic())
-            if not finished:
-                time.sleep(0.02)
+        finished = in_flight(planned(videos, plan_frames), _WorkerJobs(pool, cutting, own), queue_size,
+                             remaining=remaining, timeout=video_timeout, late=DEADLINE_WARNING)
+        with contextlib.closing(finished):
+            for done in finished:
+                filename, _, frames = done.item
+                if done.timed_out:
+                    error = f"not finished after {video_timeout:g} s (decoder hung or worker died)"
+                    yield VideoFaces(filename, frames, error=error)
+                elif done.error is not None:  # an exception raised inside the worker
+                    error = f"detection failed: {type(done.error).__name__}: {done.error}"
+                    yield VideoFaces(filename, frames, error=error)
+                else:
+                    yield done.value
     finally:
         if own:
             pool.close()
-        elif pending:  # videos left running past the deadline must not hold the reused workers
-            pool.restart()
+
+
+def planned(videos: Sequence[tuple[str, Path]], plan_frames: Callable[[int], int]) -> Iterator[tuple[str, Path, int]]:
+    """``(filename, path, frames)`` for each video in turn, its frame count planned when it is drawn;
+    ends at the first video planned no frames."""
+    for i, (filename, path) in enumerate(videos):
+        frames = plan_frames(len(videos) - i)
+        if frames <= 0:
+            return
+        yield filename, path, frames
+
+
+class _WorkerJobs:
+    """:class:`Workers` as the scheduler's jobs: a video per job; a video stuck restarts the processes."""
+
+    def __init__(self, pool: Workers, cutting: Cutting, own: bool):
+        self.pool, self.cutting, self.own = pool, cutting, own
+
+    def submit(self, item: tuple[str, Path, int]):
+        return self.pool.submit(*item, self.cutting)
+
+    def wait(self, handles: list, timeout: float | None) -> list:
+        ready = [job for job in handles if job.ready()]
+        if not ready:
+            time.sleep(0.02)
+        return ready
+
+    def result(self, handle) -> VideoFaces:
+        return handle.get()
+
+    def cancel(self, handles: list) -> bool:
+        self.pool.restart()
+        return True
+
+    def stop(self, handles: list) -> None:
+        if not self.own:  # videos left running past the deadline must not hold the reused workers
+            self.pool.restart()

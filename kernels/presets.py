@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Preset:
-    """``flags``: argparse defaults of ``kernels.predict``; ``settings``: :class:`kernels.predict.Settings`
+    """``flags``: argparse defaults of ``kernels.predict``; ``settings``: :class:`kernels.scoring.Settings`
     fields; ``detector``: :class:`preprocessing.detect.FaceDetector` keyword arguments."""
 
     flags: dict = field(default_factory=dict)

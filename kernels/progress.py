@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from preprocessing.fileio import atomic_write
+from plumbing.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ in Ray's object store; a model actor, which loaded the checkpoints once (one rep
 cluster with a GPU each, else one per node beside its detection tasks, as the local engine's
 models run beside its workers), scores them from there and sends the driver the
 video's progress record. At most two videos per detection slot are in flight, so memory stays flat
-on any folder. The driver (:func:`kernels.predict.run`) writes every output.
+on any folder. The driver (:func:`kernels.runner.run`) writes every output.
 
 Faults: a task or actor whose worker process or node dies is retried, at most ``RETRIES`` times; a
 video that fails for its own reason (unreadable, no face, a model error) comes back once as a
@@ -15,7 +15,9 @@ caller gives them the prior).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -23,12 +25,13 @@ from typing import Callable, Iterator, Sequence
 
 import ray
 
-from preprocessing.cluster import ray_session
+from plumbing.cluster import ray_session
+from plumbing.scheduler import RayJobs, in_flight
 from preprocessing.detect import FaceDetector
 
 from .ensemble import Ensemble
-from .pipeline import Cutting, VideoFaces, detect_video
-from .predict import Settings, score_faces
+from .pipeline import DEADLINE_WARNING, Cutting, VideoFaces, detect_video, planned
+from .scoring import Settings, score_faces
 
 log = logging.getLogger(__name__)
 
@@ -104,39 +107,28 @@ def scored_on_ray(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, plan_f
         slots = max(int(resources.get("CPU", 1)), 1)
         scorers = _scorers(ensemble, gpus)
         log.info("Ray: %d detection slot(s), %d model replica(s) on %s", slots, len(scorers), "GPU" if gpus else "CPU")
-        pending: dict = {}  # record ref -> (filename, frames, detection ref, submitted at)
-        next_video, last = 0, time.monotonic()
-        try:
-            while True:
-                while len(pending) < 2 * slots and next_video < len(videos):
-                    frames = plan_frames(len(videos) - next_video)
-                    if frames <= 0:
-                        break
-                    filename, path = videos[next_video]
-                    detected = _detect.remote(filename, str(path), frames, detector, cutting)
-                    scored = scorers[next_video % len(scorers)].score.remote(detected, keep_crops)
-                    pending[scored] = (filename, frames, detected, time.monotonic())
-                    next_video += 1
-                if not pending:
-                    return
-                if remaining() <= 0:
-                    log.warning("deadline reached with %d video(s) in progress: they get the prior", len(pending))
-                    return
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-                for ref in ready:
-                    filename, frames, _, _ = pending.pop(ref)
-                    try:
-                        faces, record = ray.get(ref)
-                    except ray.exceptions.RayError as err:  # retries spent, or an error outside the video
-                        faces, record = _failed(filename, frames, _reason(err), ensemble)
-                    record["seconds"] = round(time.monotonic() - last, 3)
-                    yield faces, record
-                    last = time.monotonic()
-                for ref, (filename, frames, detected, submitted) in list(pending.items()):
-                    if time.monotonic() - submitted > settings.video_timeout:
-                        ray.cancel(detected, force=True)
-                        del pending[ref]
-                        yield _failed(filename, frames, f"not finished after {settings.video_timeout:g} s", ensemble)
-        finally:
-            for _, _, detected, _ in pending.values():
-                ray.cancel(detected, force=True)
+        turn = itertools.count()
+
+        def submit(item: tuple[str, Path, int]) -> tuple:
+            filename, path, frames = item
+            detected = _detect.remote(filename, str(path), frames, detector, cutting)
+            return scorers[next(turn) % len(scorers)].score.remote(detected, keep_crops), detected
+
+        last = time.monotonic()
+        finished = in_flight(planned(videos, plan_frames), RayJobs(ray, submit), 2 * slots, remaining=remaining,
+                             timeout=settings.video_timeout, late=DEADLINE_WARNING)
+        with contextlib.closing(finished):
+            for done in finished:
+                filename, _, frames = done.item
+                if done.timed_out:
+                    yield _failed(filename, frames, f"not finished after {settings.video_timeout:g} s", ensemble)
+                    continue
+                if done.error is None:
+                    faces, record = done.value
+                elif isinstance(done.error, ray.exceptions.RayError):  # retries spent, or an error outside the video
+                    faces, record = _failed(filename, frames, _reason(done.error), ensemble)
+                else:
+                    raise done.error
+                record["seconds"] = round(time.monotonic() - last, 3)
+                yield faces, record
+                last = time.monotonic()

@@ -22,9 +22,10 @@ from pathlib import Path
 import pandas as pd
 
 from models.checkpoint import CheckpointError
+from plumbing.cli import add_field_flag
+from plumbing.fileio import atomic_write, write_json
+from plumbing.logs import configure_logging
 from preprocessing.detect import add_detector_arguments, detector_settings
-from preprocessing.fileio import atomic_write, write_json
-from preprocessing.logs import configure_logging
 from submission.io import SubmissionError
 from submission.score import match, plot, read_labels, score
 
@@ -32,6 +33,7 @@ from . import plots
 from .aggregate import STRATEGIES
 from .api import Scores, load_ensemble, score_videos
 from .ensemble import PRECISIONS, Ensemble
+from .scoring import Settings
 
 log = logging.getLogger("kernels.report")
 
@@ -106,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="confident", help="default: %(default)s")
     p.add_argument("--max-crops", type=int, default=8, help="crops shown per video (default: %(default)s)")
     p.add_argument("--no-gradcam", action="store_true", help="leave out the Grad-CAM strips (one backward pass per crop shown) and the map-head strips")
-    p.add_argument("--workers", type=int, default=1, help="decode+detect processes (0: in this process)")
+    add_field_flag(p, Settings(), "workers", "decode+detect processes (0: in this process); as kernels.predict's")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="as kernels.predict")
     p.add_argument("--fresh", action="store_true", help="rescore every video (crops of resumed videos are not shown)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

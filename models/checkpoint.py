@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from plumbing.fileio import atomic_write
+from plumbing.logs import configure_logging
 from preprocessing.cropspec import CropSpec, CropSpecError
 from preprocessing.landmarks import LandmarkSpec, LandmarkSpecError
-from preprocessing.fileio import atomic_write
-from preprocessing.logs import configure_logging
 
 from .calibration import Calibration
 from .lrnet import LRNet, LRNetConfig

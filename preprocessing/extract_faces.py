@@ -19,11 +19,12 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from plumbing.fileio import write_json, write_png
+from plumbing.logs import configure_logging
+
 from .detect import FaceDetector, add_detector_arguments, detector_settings
 from .faces import find_faces
-from .fileio import write_json, write_png
 from .geometry import DEFAULT_MARGIN
-from .logs import configure_logging
 from .sample import resolve_videos
 from .image import read_input
 from .video import FRAMES, VideoReadError

@@ -24,38 +24,37 @@ cannot be read are reported on one line each, recorded (``failed.json``), and re
 from __future__ import annotations
 
 import argparse
-import csv
+import contextlib
+import dataclasses
+import functools
 import json
 import logging
 import multiprocessing
 import os
 import time
 import zlib
-from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import NamedTuple
 
-import cv2
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .cli import add_field_flag, exit_on_sigterm
-from .cluster import ENGINES, add_engine_arguments
+from plumbing.cli import add_field_flag, exit_on_sigterm
+from plumbing.cluster import add_engine_arguments
+from plumbing.fileio import write_json
+from plumbing.logs import configure_logging
+from plumbing.scheduler import PoolJobs, in_flight
+
 from .cropspec import crop_entry
-from .detect import DEFAULTS as DETECTOR, TRAINING_THRESHOLDS, FaceDetector, add_detector_arguments, default_device
-from .faces import find_faces
-from .fileio import atomic_write, write_json, write_png
+from .detect import add_detector_arguments
 from .folds import assign_folds
-from .geometry import DEFAULT_MARGIN
 from .index import DATASETS, build_index
-from .logs import configure_logging
-from .masks import DEFAULT_BLUR, DEFAULT_METHOD, DEFAULT_THRESHOLDS, MASK_METHODS, difference_mask
-from .prepared import CROP_COLUMNS, VIDEO_COLUMNS
-from .video import FRAMES, Frames, VideoReadError, read_frames
+from .masks import DEFAULT_THRESHOLDS, MASK_METHODS
+from .prepare_video import PrepareConfig, PrepareError, Task, prepare_video, shard_range
+from .prepared import DONE, video_dir, write_tables
 
 log = logging.getLogger("prepare")
 
@@ -63,70 +62,6 @@ log = logging.getLogger("prepare")
 #: values would mix two kinds of crops, so it stops (unless --overwrite).
 OUTPUT_SETTINGS = ("dataset", "root", "labels", "frames", "margin", "thresholds", "min_score", "min_size",
                    "mask", "mask_blur", "mask_threshold")
-DONE, FAILED = "faces.json", "failed.json"
-
-
-class PrepareError(ValueError):
-    """The run cannot start as asked (an --out made with other settings, a bad --shard)."""
-
-
-@dataclass
-class PrepareConfig:
-    """Everything a run depends on; written, resolved, to ``<out>/config.json``.
-
-    ``frames``: evenly spaced frames per video; ``margin``: crop margin per side as a fraction of
-    the box; ``thresholds``/``min_score``/``min_size``: the detector's (``min_size`` a fraction of
-    the frame's short side); ``mask``: ``pixel`` or ``ssim``, with ``mask_blur`` (Gaussian sigma,
-    pixels) and ``mask_threshold`` (dissimilarity in [0, 1]; None: the method's default);
-    ``workers``: processes (0: run in this process; with ``engine`` ``ray``, the CPUs of embedded
-    Ray); ``engine``: ``local`` or ``ray`` (embedded, or on the cluster at ``address``); ``shard``:
-    ``"K/N"``, this run's share of the groups.
-    """
-
-    dataset: str
-    root: str
-    out: str
-    labels: str | None = None
-    frames: int = FRAMES
-    margin: float = DEFAULT_MARGIN
-    thresholds: tuple[float, float, float] = TRAINING_THRESHOLDS
-    min_score: float = DETECTOR["min_score"]
-    min_size: float = DETECTOR["min_size"]
-    mask: str = DEFAULT_METHOD
-    mask_blur: float = DEFAULT_BLUR
-    mask_threshold: float | None = None
-    folds: int = 5
-    seed: int = 0
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    batch_size: int = DETECTOR["batch_size"]
-    device: str | None = None
-    shard: str = "0/1"
-    overwrite: bool = False
-    engine: str = "local"
-    address: str | None = None
-
-    def resolved(self) -> PrepareConfig:
-        """A copy with absolute paths, the mask threshold and the device filled in."""
-        if self.dataset not in DATASETS:
-            raise PrepareError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        if self.mask not in MASK_METHODS:
-            raise PrepareError(f"unknown mask {self.mask!r}; choose one of {', '.join(MASK_METHODS)}")
-        shard_range(self.shard)
-        if self.engine not in ENGINES:
-            raise PrepareError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
-        if self.frames < 1 or self.folds < 1 or self.workers < 0:
-            raise PrepareError(f"need frames >= 1, folds >= 1 and workers >= 0; got {self.frames}, {self.folds}, "
-                               f"{self.workers}")
-        values = asdict(self)
-        values.update(
-            root=str(Path(self.root).resolve()),
-            out=str(Path(self.out).resolve()),
-            labels=str(Path(self.labels).resolve()) if self.labels else None,
-            thresholds=tuple(float(t) for t in self.thresholds),
-            mask_threshold=DEFAULT_THRESHOLDS[self.mask] if self.mask_threshold is None else self.mask_threshold,
-            device=str(self.device or default_device()),
-        )
-        return PrepareConfig(**values)
 
 
 @dataclass
@@ -150,136 +85,10 @@ class Summary:
                 f"a face; {len(self.absent)} listed videos absent")
 
 
-class Task(NamedTuple):
-    """One video to prepare; ``original`` is the id of its original when that is in this run, else ''."""
-
-    video: str
-    path: str
-    original: str
-
-
-def shard_range(shard: str) -> tuple[int, int]:
-    """``"K/N"`` -> ``(K, N)`` with ``0 <= K < N``."""
-    try:
-        k, n = (int(v) for v in shard.split("/"))
-    except ValueError:
-        raise PrepareError(f"--shard must look like K/N (e.g. 0/4), got {shard!r}") from None
-    if not 0 <= k < n:
-        raise PrepareError(f"--shard {shard}: K must be in 0..N-1")
-    return k, n
-
-
 def in_shard(groups: pd.Series, shard: str) -> pd.Series:
     """Whether each group belongs to ``shard`` (a stable hash of the group name, so every machine agrees)."""
     k, n = shard_range(shard)
     return groups.map(lambda g: zlib.crc32(g.encode()) % n == k)
-
-
-def video_dir(out: Path, video: str) -> Path:
-    return out / "crops" / video
-
-
-# --- one video (runs in a worker process) ---------------------------------------------------------
-
-_detectors: dict[tuple, FaceDetector] = {}
-
-
-def _detector(config: PrepareConfig) -> FaceDetector:
-    """One detector per process and setting, made on first use (aligned fakes never need one)."""
-    key = (config.thresholds, config.min_score, config.min_size, config.batch_size, config.device)
-    if key not in _detectors:
-        _detectors[key] = FaceDetector(*key)
-    return _detectors[key]
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"{path}: crop missing or unreadable; rerun with --overwrite")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _reference(out: Path, original: str, frames: Frames) -> tuple[dict | None, str]:
-    """The original's record if ``frames`` (the fake's) are aligned with it, else None and why."""
-    if not original:
-        return None, "no original present"
-    folder = video_dir(out, original)
-    if not (folder / DONE).is_file():
-        return None, "original unreadable" if (folder / FAILED).is_file() else "original not prepared"
-    record = json.loads((folder / DONE).read_text())
-    height, width = frames.images[0].shape[:2]
-    if record["frame_count"] != frames.frame_count:
-        return None, f"{frames.frame_count} frames, original has {record['frame_count']}"
-    if (record["width"], record["height"]) != (width, height):
-        return None, f"frames are {width}x{height}, original's {record['width']}x{record['height']}"
-    return record, ""
-
-
-def _crop_with_original(out: Path, task: Task, frames: Frames, reference: dict, config: PrepareConfig) -> list[dict]:
-    """Crop ``frames`` with the original's boxes on the frames both have; masks against its crops."""
-    images = dict(zip(frames.indices.tolist(), frames.images))
-    faces = []
-    for face in reference["faces"]:
-        if face["frame"] not in images:
-            continue
-        x1, y1, x2, y2 = face["crop_box"]
-        crop = images[face["frame"]][y1:y2, x1:x2]
-        name = f"crops/{task.video}/{face['frame']:05d}_{face['track']}"
-        mask = difference_mask(_read_rgb(out / face["crop"]), crop, config.mask, config.mask_blur,
-                               config.mask_threshold)
-        write_png(out / f"{name}.png", crop)
-        write_png(out / f"{name}_mask.png", mask)
-        faces.append({**face, "crop": f"{name}.png", "mask": f"{name}_mask.png", "real_crop": face["crop"]})
-    return faces
-
-
-def _crop_with_own_boxes(out: Path, task: Task, frames: Frames, config: PrepareConfig) -> list[dict]:
-    faces = []
-    for face in find_faces(frames, _detector(config), config.margin):
-        name = f"crops/{task.video}/{face.frame:05d}_{face.track}.png"
-        write_png(out / name, face.crop)
-        faces.append({**face.to_record(), "crop": name, "mask": "", "real_crop": ""})
-    return faces
-
-
-def prepare_video(config: PrepareConfig, task: Task) -> dict:
-    """Prepare one video into ``<out>/crops/<video>/``; returns its record (``faces.json``'s content).
-
-    The folder is emptied first (a half-written earlier attempt), crops are written atomically,
-    and ``faces.json`` last. An unreadable video writes ``failed.json`` instead.
-    """
-    out = Path(config.out)
-    folder = video_dir(out, task.video)
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.iterdir():
-        if stale.is_file():
-            stale.unlink()
-    start = time.perf_counter()
-    try:
-        frames = read_frames(task.path, config.frames)
-    except VideoReadError as err:
-        log.warning("skipped %s", err)
-        record = {"video": task.video, "status": f"failed: {err.cause}",
-                  "seconds": round(time.perf_counter() - start, 3)}
-        write_json(folder / FAILED, record)
-        return record
-    reference, reason = _reference(out, task.original, frames)
-    if reference is not None:
-        faces = _crop_with_original(out, task, frames, reference, config)
-    else:
-        faces = _crop_with_own_boxes(out, task, frames, config)
-        if task.original:
-            log.debug("%s: cropped with its own boxes (%s)", task.video, reason)
-    height, width = frames.images[0].shape[:2]
-    record = {
-        "video": task.video, "status": "ok", "frame_count": frames.frame_count, "fps": frames.fps,
-        "width": width, "height": height, "frames": frames.indices.tolist(), "margin": config.margin,
-        "original": task.original, "boxes_from": "original" if reference is not None else "self",
-        "self_boxed_because": reason if task.original and reference is None else "",
-        "seconds": round(time.perf_counter() - start, 3), "faces": faces,
-    }
-    write_json(folder / DONE, record)
-    return record
 
 
 def _init_worker(threads: int, verbose: bool) -> None:
@@ -311,24 +120,17 @@ def _run_tasks(config: PrepareConfig, phases: list[list[Task]], progress: tqdm) 
     with ProcessPoolExecutor(config.workers, mp_context=context, initializer=_init_worker,
                              initargs=(threads, log.isEnabledFor(logging.DEBUG))) as pool:
         try:
+            jobs = PoolJobs(pool, functools.partial(prepare_video, config))
             for tasks in phases:
-                queue = iter(tasks)
-                running = {pool.submit(prepare_video, config, t) for t in _take(queue, 2 * config.workers)}
-                while running:
-                    finished, running = wait(running, return_when=FIRST_COMPLETED)
-                    running |= {pool.submit(prepare_video, config, t) for t in _take(queue, len(finished))}
-                    for future in finished:
-                        yield future.result()
+                with contextlib.closing(in_flight(tasks, jobs, 2 * config.workers)) as finished:
+                    for done in finished:
+                        if done.error is not None:
+                            raise done.error
+                        yield done.value
                         progress.update()
         finally:  # stopped early (SIGTERM, an error): the videos not started are not started
             pool.shutdown(cancel_futures=True)
 
-
-def _take(iterator: Iterator[Task], n: int) -> list[Task]:
-    return [task for _, task in zip(range(n), iterator)]
-
-
-# --- the run ----------------------------------------------------------------------------------------
 
 def _check_config(config: PrepareConfig, out: Path) -> None:
     """Stop when ``out`` was made with settings that change the crops, unless overwriting."""
@@ -352,41 +154,6 @@ def _tasks(table: pd.DataFrame) -> tuple[list[Task], list[Task]]:
         original = original if original in present else ""
         (align if original else detect).append(Task(video, path, original))
     return detect, align
-
-
-def _crop_rows(video: pd.Series, record: dict) -> Iterable[list]:
-    for face in record["faces"]:
-        landmarks = np.asarray(face["landmarks"], dtype=np.float64) - face["crop_box"][:2]
-        yield [video["video"], face["crop"], face["mask"], face["real_crop"], face["frame"], face["track"],
-               video["label"], video["group"], video["fold"], *np.round(landmarks, 2).ravel().tolist()]
-
-
-def _merge(out: Path, table: pd.DataFrame, summary: Summary) -> None:
-    """Write ``videos.csv`` and ``crops.csv`` from the per-video records, one video at a time."""
-    details = []
-    with atomic_write(out / "crops.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(CROP_COLUMNS)
-        for _, video in table.iterrows():
-            folder = video_dir(out, video["video"])
-            if (folder / DONE).is_file():
-                record = json.loads((folder / DONE).read_text())
-                rows = list(_crop_rows(video, record))
-                writer.writerows(rows)
-                summary.crops += len(rows)
-                summary.masks += sum(1 for face in record["faces"] if face["mask"])
-                summary.no_face += int(not rows)
-                summary.self_boxed_fakes += int(video["label"] == 1 and record["boxes_from"] == "self")
-                details.append({k: record[k] for k in ("frame_count", "width", "height", "status", "boxes_from")})
-            else:
-                record = json.loads((folder / FAILED).read_text())
-                summary.failures[video["video"]] = record["status"].removeprefix("failed: ")
-                details.append({"status": record["status"], "boxes_from": "self"})
-    videos = pd.concat([table.reset_index(drop=True), pd.DataFrame(details)], axis=1)
-    for column in ("frame_count", "width", "height"):
-        videos[column] = videos.get(column, pd.Series(dtype="float")).astype("Int64")
-    with atomic_write(out / "videos.csv", "w", newline="", encoding="utf-8") as f:
-        videos[list(VIDEO_COLUMNS)].to_csv(f, index=False)
 
 
 def prepare(config: PrepareConfig) -> Summary:
@@ -415,7 +182,7 @@ def prepare(config: PrepareConfig) -> Summary:
         for _ in _run_tasks(config, todo, progress):  # originals first: their fakes read what they write
             summary.prepared += 1
     summary.seconds = round(time.perf_counter() - start, 2)
-    _merge(out, table, summary)
+    summary = dataclasses.replace(summary, **write_tables(out, table))
     write_json(out / "summary.json", {**asdict(summary), "line": summary.line()})
     return summary
 
@@ -463,3 +230,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+

@@ -1,17 +1,24 @@
 """The prepared folder's format (``python -m preprocessing.prepare`` writes it): its tables' columns,
-and the one reader of its tables and image files that training and the kernels share.
+the writer of its tables, and the one reader of its tables and image files that training and the
+kernels share.
 
 ``OUT/videos.csv`` has a row per video (:data:`VIDEO_COLUMNS`), ``OUT/crops.csv`` a row per face
 crop (:data:`CROP_COLUMNS`; landmarks in crop pixels); crops and masks are PNGs named by ``crop`` and
-``mask`` relative to ``OUT``.
+``mask`` relative to ``OUT``, in a folder per video (:func:`video_dir`) that holds the video's record,
+``faces.json`` (:data:`DONE`), or why it failed, ``failed.json`` (:data:`FAILED`).
 """
 from __future__ import annotations
 
+import csv
+import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+
+from plumbing.fileio import atomic_write
 
 VIDEO_COLUMNS = ("video", "path", "label", "original", "dataset", "method", "group", "fold",
                  "frame_count", "width", "height", "status", "boxes_from")
@@ -19,6 +26,51 @@ LANDMARK_COLUMNS = tuple(f"lm{i}_{axis}" for i in range(5) for axis in "xy")
 CROP_COLUMNS = ("video", "crop", "mask", "real_crop", "frame", "track", "label", "group", "fold", *LANDMARK_COLUMNS)
 #: What a reader needs of ``videos.csv`` (a hand-made folder may leave the rest out).
 REQUIRED_VIDEO_COLUMNS = ("video", "status")
+DONE, FAILED = "faces.json", "failed.json"
+
+
+def video_dir(out: Path, video: str) -> Path:
+    """The folder of ``video``'s crops, masks and record."""
+    return out / "crops" / video
+
+
+def _crop_rows(video: pd.Series, record: dict) -> Iterable[list]:
+    for face in record["faces"]:
+        landmarks = np.asarray(face["landmarks"], dtype=np.float64) - face["crop_box"][:2]
+        yield [video["video"], face["crop"], face["mask"], face["real_crop"], face["frame"], face["track"],
+               video["label"], video["group"], video["fold"], *np.round(landmarks, 2).ravel().tolist()]
+
+
+def write_tables(out: Path, table: pd.DataFrame) -> dict:
+    """Write ``videos.csv`` and ``crops.csv`` from the per-video records of the videos of ``table``
+    (the index's columns and ``fold``), one video at a time; returns the counts of ``crops``,
+    ``masks``, videos with ``no_face``, ``self_boxed_fakes`` and the ``failures`` (video -> cause)."""
+    details = []
+    counts = {"crops": 0, "masks": 0, "no_face": 0, "self_boxed_fakes": 0, "failures": {}}
+    with atomic_write(out / "crops.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(CROP_COLUMNS)
+        for _, video in table.iterrows():
+            folder = video_dir(out, video["video"])
+            if (folder / DONE).is_file():
+                record = json.loads((folder / DONE).read_text())
+                rows = list(_crop_rows(video, record))
+                writer.writerows(rows)
+                counts["crops"] += len(rows)
+                counts["masks"] += sum(1 for face in record["faces"] if face["mask"])
+                counts["no_face"] += int(not rows)
+                counts["self_boxed_fakes"] += int(video["label"] == 1 and record["boxes_from"] == "self")
+                details.append({k: record[k] for k in ("frame_count", "width", "height", "status", "boxes_from")})
+            else:
+                record = json.loads((folder / FAILED).read_text())
+                counts["failures"][video["video"]] = record["status"].removeprefix("failed: ")
+                details.append({"status": record["status"], "boxes_from": "self"})
+    videos = pd.concat([table.reset_index(drop=True), pd.DataFrame(details)], axis=1)
+    for column in ("frame_count", "width", "height"):
+        videos[column] = videos.get(column, pd.Series(dtype="float")).astype("Int64")
+    with atomic_write(out / "videos.csv", "w", newline="", encoding="utf-8") as f:
+        videos[list(VIDEO_COLUMNS)].to_csv(f, index=False)
+    return counts
 
 
 class PreparedDataError(ValueError):

@@ -1,20 +1,23 @@
 """Preparation on Ray: a task per original and its fakes, on any machine of the cluster.
 
 Each task prepares its original first, then the fakes cropped with its boxes (they read what it
-wrote: ``--out`` must be storage every machine shares), with :func:`preprocessing.prepare.prepare_video`,
+wrote: ``--out`` must be storage every machine shares), with :func:`preprocessing.prepare_video.prepare_video`,
 so the crops, masks and records are the local run's. A task whose worker or node dies is retried
 (``RETRIES`` times) and redoes its videos from scratch; at most two tasks per CPU of the cluster are
 in flight. The driver writes the tables, as in the local run.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Iterator
 
 import ray
 
-from .cluster import ray_session
-from .prepare import PrepareConfig, Task, _take, prepare_video
+from plumbing.cluster import ray_session
+from plumbing.scheduler import RayJobs, in_flight
+
+from .prepare_video import PrepareConfig, Task, prepare_video
 
 RETRIES = 2
 
@@ -41,16 +44,10 @@ def prepare_on_ray(config: PrepareConfig, phases: list[list[Task]]) -> Iterator[
     embedded Ray gets ``config.workers`` CPUs, ``config.address`` joins a cluster instead."""
     config = dataclasses.replace(config, device="cpu")  # CPU tasks: Ray shows them no GPU
     with ray_session(config.address, num_cpus=max(config.workers, 1)) as session:
-        queue = iter(groups(phases))
-        in_flight = 2 * max(int(session.cluster_resources().get("CPU", 1)), 1)
-        running = [_prepare_group.remote(config, group) for group in _take(queue, in_flight)]
-        try:
-            while running:
-                finished, running = session.wait(running, num_returns=1)
-                running += [_prepare_group.remote(config, group) for group in _take(queue, len(finished))]
-                for ref in finished:
-                    yield from session.get(ref)
-        finally:
-            for ref in running:
-                session.cancel(ref, force=True)
-
+        in_flight_limit = 2 * max(int(session.cluster_resources().get("CPU", 1)), 1)
+        jobs = RayJobs(session, lambda group: _prepare_group.remote(config, group))
+        with contextlib.closing(in_flight(groups(phases), jobs, in_flight_limit)) as finished:
+            for done in finished:
+                if done.error is not None:
+                    raise done.error
+                yield from done.value

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from kernels import calibrate, predict
+from kernels import calibrate, runner, scoring
 from kernels.aggregate import aggregate
 from kernels.ensemble import Ensemble
 from models.calibration import Calibration, fit, logit
@@ -105,8 +105,8 @@ def test_the_kernel_scales_each_models_video_logit_by_its_temperature(data_dir, 
         ensemble = Ensemble.load([weights], precision="fp32")
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="kernels.predict"):
-            runs[name] = predict.run([("clip.mp4", clip)], ensemble, tmp_path / name / "submission.csv",
-                                     predict.Settings(frames=4, workers=0, strategy="mean", eps=1e-4))
+            runs[name] = runner.run([("clip.mp4", clip)], ensemble, tmp_path / name / "submission.csv",
+                                     scoring.Settings(frames=4, workers=0, strategy="mean", eps=1e-4))
         if name == "calibrated":  # fitted on the confident rule's scores, applied to the mean's
             assert "calibrated on 'confident' video scores, applied to 'mean' ones" in caplog.text
     raw = runs["raw"].loc[0, "score_tiny"]

@@ -12,7 +12,7 @@ from kernels import calibrate
 from models.checkpoint import load_model
 from models.zoo import ModelConfig
 from training import crossval
-from training.train import DataConfig, RunConfig, TrainConfig
+from training.config import DataConfig, RunConfig, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

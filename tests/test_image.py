@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kernels import predict
+from kernels import predict, runner
 from kernels.api import load_ensemble, score_videos
 from preprocessing import extract_faces
 from preprocessing.image import find_inputs, read_image, read_input
@@ -66,7 +66,7 @@ def kernel_run(folder, checkpoint):
     finally:
         logging.getLogger().removeHandler(handler)
     assert code == 0
-    return pd.read_csv(predict.details_path(out), keep_default_na=False).set_index("filename"), warnings
+    return pd.read_csv(runner.details_path(out), keep_default_na=False).set_index("filename"), warnings
 
 
 def test_each_image_is_one_scored_frame(kernel_run):

@@ -5,15 +5,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROOMS = ("preprocessing", "models", "training", "kernels", "submission")
+ROOMS = ("plumbing", "preprocessing", "models", "training", "kernels", "submission")
 #: What each room may import from the others: training and kernels -> models (the model contract) ->
-#: preprocessing; kernels -> submission (the report reuses the scorer's labels, metrics and plots);
-#: the kernel never imports training; submission imports nothing.
+#: preprocessing -> plumbing (what every command shares); kernels -> submission (the report reuses the
+#: scorer's labels, metrics and plots); the kernel never imports training; submission imports nothing.
 ALLOWED = {
-    "preprocessing": set(),
-    "models": {"preprocessing"},
-    "training": {"models", "preprocessing"},
-    "kernels": {"models", "preprocessing", "submission"},
+    "plumbing": set(),
+    "preprocessing": {"plumbing"},
+    "models": {"plumbing", "preprocessing"},
+    "training": {"plumbing", "models", "preprocessing"},
+    "kernels": {"plumbing", "models", "preprocessing", "submission"},
     "submission": set(),
 }
 
@@ -47,6 +48,57 @@ def test_the_import_checker_sees_imports():
     assert imported_rooms(REPO / "tests" / "test_faces.py") >= {"preprocessing"}
 
 
+def sibling_imports(path: Path) -> set[str]:
+    """The modules of its own room that ``path`` imports, anywhere in it (inside functions too):
+    ``from .x import``, ``from . import x``, ``from room.x import``, ``import room.x``."""
+    room, found = path.parent.name, set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 1:
+            names = [f"{room}.{node.module}"] if node.module else [f"{room}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] if node.module != room else [f"{room}.{a.name}" for a in node.names]
+        else:
+            continue
+        found.update(n.split(".")[1] for n in names if n.split(".")[0] == room and n.count(".") >= 1)
+    return found & {p.stem for p in path.parent.glob("*.py")} - {path.stem}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle of ``graph`` (module -> the modules it imports), each once, from its smallest name."""
+    found = []
+
+    def walk(path: list[str]) -> None:
+        for nxt in sorted(graph.get(path[-1], ())):
+            if nxt == path[0]:
+                found.append(path)
+            elif nxt > path[0] and nxt not in path:
+                walk([*path, nxt])
+
+    for start in sorted(graph):
+        walk([start])
+    return found
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_no_import_cycle_inside_a_room(room):
+    """No module of a room imports, through its siblings, back to itself; an import placed inside a
+    function counts (it only hides the cycle until the function runs)."""
+    graph = {path.stem: sibling_imports(path) for path in (REPO / room).glob("*.py")}
+    assert not cycles(graph), f"{room}: import cycles {[' -> '.join(c + c[:1]) for c in cycles(graph)]}"
+
+
+def test_the_cycle_checker_sees_cycles(tmp_path):
+    room = tmp_path / "room"
+    room.mkdir()
+    (room / "a.py").write_text("def f():\n    from .b import g\n")
+    (room / "b.py").write_text("import room.c\n")
+    (room / "c.py").write_text("from room import a\n")
+    graph = {path.stem: sibling_imports(path) for path in room.glob("*.py")}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
 def test_no_module_switches_matplotlibs_backend():
     """Importing every room leaves a notebook's matplotlib backend alone (figures are built without pyplot)."""
     import subprocess
@@ -68,7 +120,8 @@ def test_a_default_is_declared_once():
     import subprocess
     import sys
     code = ("import preprocessing.video as video; video.FRAMES = 7\n"
-            "from kernels.predict import Settings, build_parser as predict\n"
+            "from kernels.predict import build_parser as predict\n"
+            "from kernels.scoring import Settings\n"
             "from preprocessing.prepare import PrepareConfig\n"
             "from preprocessing.extract_faces import build_parser as extract\n"
             "print(Settings().frames, predict().parse_args([]).frames, extract().parse_args([]).frames, "
@@ -78,7 +131,8 @@ def test_a_default_is_declared_once():
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["7"] * 4
 
-    from kernels.predict import Settings, build_parser
+    from kernels.predict import build_parser
+    from kernels.scoring import Settings
     from preprocessing.detect import DEFAULTS
     from preprocessing.prepare import PrepareConfig
     args, settings = build_parser().parse_args([]), Settings()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from kernels import calibrate
-from kernels.predict import default_weights
+from kernels.inputs import default_weights
 from models.calibration import Calibration
 from models.checkpoint import CheckpointError, export_checkpoint, load_model, read_checkpoint, save_checkpoint
 from models.lrnet import LRNet, LRNetConfig

@@ -15,7 +15,7 @@ from training.dataset import read_crop
 from training.mae import MaskedAutoencoder, patchify, unpatchify
 from training.partmask import PART_REGIONS, PARTS, fill_mask, part_patches
 from training.pretrain_mae import RealFaces, main
-from training.train import TrainConfig, load_config
+from training.config import TrainConfig, load_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs" / "mae"

@@ -22,7 +22,8 @@ from training.augment import train_pipeline, val_pipeline
 from training.dataset import LANDMARK_COLUMNS, SOURCES, CropDataset, read_crop, read_mask
 from training.engine import map_loss
 from training.selfblend import SelfBlend
-from training.train import DataConfig, RunConfig, TrainConfig, _seed, fit, main
+from training.config import DataConfig, RunConfig, TrainConfig
+from training.train import _seed, fit, main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 MAPPED = ModelConfig("mobilenetv3_small_050", 64, map_head=True)

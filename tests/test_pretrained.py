@@ -14,7 +14,8 @@ from models import pretrained
 from models.pretrained import SOURCES, PackagedWeights, PretrainedError, efficientnet_pytorch_to_timm, packaged_file
 from models.strict import ConfigError
 from models.zoo import ModelConfig, build_model
-from training.train import RunConfig, TrainConfig, fit, load_config, make_datasets
+from training.config import RunConfig, TrainConfig, load_config
+from training.train import fit, make_datasets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import ray
 
-from kernels import predict
+from kernels import runner, scoring
 from kernels.ensemble import Ensemble
-from preprocessing.cluster import ray_session
+from plumbing.cluster import ray_session
 from preprocessing.prepare import PrepareConfig, Task, prepare
 from preprocessing.ray_prepare import groups
 from submission.io import read_submission, videos_in
@@ -62,7 +62,7 @@ def named(folder: Path) -> list[tuple[str, Path]]:
 def local(folder, ensemble, tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The local engine's submission and details on ``folder``."""
     out = tmp_path_factory.mktemp("local") / "submission.csv"
-    details = predict.run(named(folder), ensemble, out, predict.Settings(frames=FRAMES, workers=0))
+    details = runner.run(named(folder), ensemble, out, scoring.Settings(frames=FRAMES, workers=0))
     return pd.read_csv(out), details
 
 
@@ -81,7 +81,7 @@ def test_embedded_ray_listens_on_loopback_only(embedded):
 
 def test_ray_run_equals_the_local_run(embedded, folder, ensemble, local, tmp_path):
     out = tmp_path / "submission.csv"
-    details = predict.run(named(folder), ensemble, out, predict.Settings(frames=FRAMES, engine="ray"))
+    details = runner.run(named(folder), ensemble, out, scoring.Settings(frames=FRAMES, engine="ray"))
     same_as_local(out, details, local)
     assert (details["status"] == "ok").sum() == 3  # the clips were scored, not given the prior
     assert details.set_index("filename").loc["broken.mp4", "reason"].startswith("not a readable video")
@@ -123,7 +123,7 @@ def test_a_killed_worker_is_retried_and_every_video_scored_once(embedded, folder
     killer.start()
     out = tmp_path / "submission.csv"
     try:
-        details = predict.run(named(folder), ensemble, out, predict.Settings(frames=FRAMES, engine="ray"))
+        details = runner.run(named(folder), ensemble, out, scoring.Settings(frames=FRAMES, engine="ray"))
     finally:
         finished.set()
         killer.join()
@@ -140,8 +140,8 @@ def test_a_deadline_on_ray_returns_on_time_with_a_complete_submission(embedded, 
         (videos / f"copy{i}.mp4").symlink_to(data_dir / CLIPS[0])
     out = tmp_path / "submission.csv"
     deadline, started = 6.0, time.monotonic()
-    details = predict.run(named(videos), ensemble, out,
-                          predict.Settings(frames=16, min_frames=4, engine="ray", deadline=deadline), started=started)
+    details = runner.run(named(videos), ensemble, out,
+                          scoring.Settings(frames=16, min_frames=4, engine="ray", deadline=deadline), started=started)
     elapsed = time.monotonic() - started
     assert elapsed < deadline + 1.0, f"took {elapsed:.1f} s for a {deadline} s deadline"
     assert len(read_submission(out, videos_in(videos))) == 10

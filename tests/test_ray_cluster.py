@@ -6,9 +6,9 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from kernels import predict
+from kernels import runner, scoring
 from kernels.ensemble import Ensemble
-from preprocessing.cluster import ray_session
+from plumbing.cluster import ray_session
 from submission.io import read_submission, videos_in
 from tests.test_kernel import CLIPS
 
@@ -44,7 +44,7 @@ def test_work_spreads_over_both_nodes_and_survives_losing_one(cluster, checkpoin
 
     out = tmp_path / "submission.csv"
     ensemble = Ensemble.load([checkpoint], precision="fp32")
-    details = predict.run(named, ensemble, out, predict.Settings(frames=2, engine="ray"),
+    details = runner.run(named, ensemble, out, scoring.Settings(frames=2, engine="ray"),
                           on_video=remove_the_second_node_once_both_worked).set_index("filename")
     assert removed and removed[0] < len(named), "the second node was not removed mid-run"
     assert (details["status"] == "ok").all(), details["reason"].to_dict()

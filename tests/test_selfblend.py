@@ -15,7 +15,8 @@ from training.augment import val_pipeline
 from training.dataset import LANDMARK_COLUMNS, SOURCES, CropDataset, PreparedDataError, read_crop, read_prepared
 from training.dropout import LEFT_EYE, LEFT_MOUTH, NOSE, RIGHT_EYE, RIGHT_MOUTH, face_axes
 from training.selfblend import BLEND_RATIOS, REGIONS, SelfBlend
-from training.train import DataConfig, RunConfig, TrainConfig, load_config, main
+from training.config import DataConfig, RunConfig, TrainConfig, load_config
+from training.train import main
 
 CONFIG = ModelConfig("mobilenetv3_small_050", 64)
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kernels import predict
+from kernels import runner, scoring
 from kernels.ensemble import Ensemble
 from kernels.progress import ProgressLog
 from models.calibration import logit
-from preprocessing.cluster import ray_session
+from plumbing.cluster import ray_session
 from submission.io import read_submission
 from tests.clips import write_clip
 
@@ -57,7 +57,7 @@ def ensemble() -> Ensemble:
 @pytest.fixture(scope="module")
 def scored(folder, ensemble, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     out = tmp_path_factory.mktemp("out") / "submission.csv"
-    return out, predict.run(named(folder), ensemble, out, predict.Settings(**SETTINGS)).set_index("filename")
+    return out, runner.run(named(folder), ensemble, out, scoring.Settings(**SETTINGS)).set_index("filename")
 
 
 def test_the_details_say_what_the_sequence_model_did_and_the_submission_is_complete(folder, scored):
@@ -77,7 +77,7 @@ def test_the_details_say_what_the_sequence_model_did_and_the_submission_is_compl
 
 def test_the_sequence_score_is_the_blocks_mean_logit_and_an_abstaining_model_leaves_the_mean_to_the_others(scored, ensemble):
     out, details = scored
-    records = ProgressLog(out.with_suffix(".progress.jsonl"), predict.Settings(**SETTINGS).signature(ensemble)).records
+    records = ProgressLog(out.with_suffix(".progress.jsonl"), scoring.Settings(**SETTINGS).signature(ensemble)).records
     for name in ("pair.mp4", "lost.mp4"):
         blocks = records[name]["blocks"]["lrnet_ffpp"]["probs"]
         expected = 1 / (1 + np.exp(-np.mean(logit(blocks))))  # calibration: the identity, as shipped
@@ -92,7 +92,7 @@ def test_the_sequence_score_is_the_blocks_mean_logit_and_an_abstaining_model_lea
 def test_a_resumed_run_keeps_every_models_result(folder, ensemble, scored):
     out, details = scored
     again = []
-    resumed = predict.run(named(folder), ensemble, out, predict.Settings(**SETTINGS), on_video=lambda *a: again.append(a))
+    resumed = runner.run(named(folder), ensemble, out, scoring.Settings(**SETTINGS), on_video=lambda *a: again.append(a))
     assert again == []  # nothing scored twice
     pd.testing.assert_frame_equal(resumed.set_index("filename"), details)
 
@@ -100,7 +100,7 @@ def test_a_resumed_run_keeps_every_models_result(folder, ensemble, scored):
 def test_a_sequence_model_alone_gives_the_prior_where_it_abstains(folder, tmp_path):
     alone = Ensemble.load(WEIGHTS[1:], precision="fp32")
     videos = [(n, p) for n, p in named(folder) if n in ("short.mp4", "still.png")]
-    details = predict.run(videos, alone, tmp_path / "submission.csv", predict.Settings(**SETTINGS)).set_index("filename")
+    details = runner.run(videos, alone, tmp_path / "submission.csv", scoring.Settings(**SETTINGS)).set_index("filename")
     assert details.loc["still.png", ["status", "reason", "label"]].tolist() == ["prior", "a still image: no run of frames", 0.5]
     assert details.loc["short.mp4", "reason"] == "video shorter than one run (20 frames < 30)"
 
@@ -108,7 +108,7 @@ def test_a_sequence_model_alone_gives_the_prior_where_it_abstains(folder, tmp_pa
 def test_the_ray_engine_gives_the_local_results(folder, ensemble, scored, tmp_path):
     videos = [(n, p) for n, p in named(folder) if n in ("lost.mp4", "still.png")]
     with ray_session(num_cpus=1):
-        details = predict.run(videos, ensemble, tmp_path / "submission.csv", predict.Settings(**{**SETTINGS, "engine": "ray"}))
+        details = runner.run(videos, ensemble, tmp_path / "submission.csv", scoring.Settings(**{**SETTINGS, "engine": "ray"}))
     local = scored[1].loc[[n for n, _ in videos]]
     pd.testing.assert_frame_equal(details.set_index("filename").drop(columns="seconds"), local.drop(columns="seconds"),
                                   check_exact=False, atol=1e-6)

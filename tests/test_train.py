@@ -28,7 +28,8 @@ from training import distributed
 from training import train as train_module
 from training.dataset import LANDMARK_COLUMNS, read_crop
 from training.engine import balanced_bce, train_one_epoch, video_metrics
-from training.train import RunConfig, TrainConfig, _seed, fit, load_config, main, make_datasets
+from training.config import RunConfig, TrainConfig, load_config
+from training.train import _seed, fit, main, make_datasets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = ModelConfig("mobilenetv3_small_050", 64, dropout=0.2)  # dropout: resume must reproduce the RNG too

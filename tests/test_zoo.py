@@ -14,7 +14,7 @@ from torch import nn
 
 from models.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from models.zoo import ConfigError, ModelConfig, build_model, to_batch
-from training.train import load_config
+from training.config import load_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"

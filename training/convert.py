@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from plumbing.logs import configure_logging
 from preprocessing.cropspec import CropSpec
 from preprocessing.geometry import PIL_BILINEAR
 from preprocessing.landmarks import LandmarkSpec
-from preprocessing.logs import configure_logging
 
 from models.checkpoint import save_checkpoint
 from models.lrnet import GRUBranch, LRNet, LRNetConfig

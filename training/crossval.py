@@ -32,8 +32,8 @@ from models.checkpoint import CheckpointError, load_model
 from models.metrics import label_metrics
 from models.precision import Precision
 from models.strict import ConfigError
-from preprocessing.fileio import atomic_write
-from preprocessing.logs import configure_logging
+from plumbing.fileio import atomic_write
+from plumbing.logs import configure_logging
 
 from . import train
 from .dataset import CropDataset, PreparedDataError, make_loader, read_prepared

@@ -85,13 +85,7 @@ def train_one_epoch(
             map_losses.append(pixels.item())
         else:
             loss = balanced_bce(output, targets)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if clip_grad_norm:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(model, loss, optimizer, scaler, clip_grad_norm)
         scheduler.step()
         step += 1
         if ema is not None:
@@ -112,6 +106,19 @@ def train_one_epoch(
         "seconds": seconds,
         "images_per_s": images_seen / seconds if seconds > 0 else math.nan,
     }
+
+
+def optimizer_step(model: nn.Module, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler, clip_grad_norm: float | None = None) -> None:
+    """One optimizer step on ``loss``: gradients through ``scaler`` (fp16's loss scaling; a disabled
+    scaler is a plain step), their norm clipped to ``clip_grad_norm`` when given."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_grad_norm:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
 
 
 @torch.no_grad()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import logging
 import sys
 import time
@@ -30,20 +29,22 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from models.checkpoint import CheckpointError, save_checkpoint
 from models.precision import Precision
 from models.statedict import weights_mismatch
 from models.strict import ConfigError, strict_fields
 from models.zoo import ModelConfig, default_spec, to_batch
+from plumbing.fileio import atomic_write, write_figure, write_json, write_png
+from plumbing.logs import configure_logging
 from preprocessing.cropspec import read_crop_entry
-from preprocessing.fileio import atomic_write, write_json, write_png
 from preprocessing.geometry import resize_and_pad
-from preprocessing.logs import configure_logging
 from preprocessing.prepared import LANDMARK_COLUMNS, PreparedDataError, read_crop, read_prepared
 
+from .config import read_config
+from .engine import optimizer_step
+from .lifecycle import check_fresh, epoch_batches, resume_state, write_history
 from .mae import MaskedAutoencoder, unpatchify
 from .partmask import PARTS, fill_mask, part_patches
-from .train import read_layers
 
 logger = logging.getLogger("training.pretrain_mae")
 
@@ -54,7 +55,7 @@ class PretrainConfig:
     ``batch_size`` crops; AdamW at ``lr`` with cosine decay over all steps; ``mask_ratio`` of the
     patches hidden (one facial part, then random ones); the decoder's ``decoder_width``,
     ``decoder_depth`` and ``decoder_heads``; crops flipped left-right with probability ``flip``;
-    ``precision`` as :class:`training.engine.Precision` resolves it."""
+    ``precision`` as :class:`models.precision.Precision` resolves it (fp16 with a gradient scaler)."""
 
     epochs: int = 10
     batch_size: int = 32
@@ -79,7 +80,7 @@ class PretrainConfig:
 
 def load_pretrain_config(path: str | Path) -> tuple[ModelConfig, PretrainConfig]:
     """A JSON file with ``model`` and ``pretrain`` sections (``base`` layering as in training configs)."""
-    values = read_layers(Path(path))
+    values = read_config(path)
     try:
         unknown = sorted(set(values) - {"model", "pretrain"})
         if unknown or "model" not in values:
@@ -143,22 +144,26 @@ def pretrain(model_config: ModelConfig, cfg: PretrainConfig, data: str | Path, o
     iterations = cfg.iterations or len(loader)
     if not iterations:
         raise PreparedDataError(f"{data}: {len(dataset)} real crops make no batch of {cfg.batch_size}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * iterations)
-    history: list[dict[str, Any]] = []
     settings = {"model": model_config.to_dict(), "pretrain": dataclasses.asdict(cfg)}
-    if resume:
-        state = _resume_state(out, settings)
+    if not resume:
+        check_fresh(out)
+    state = resume_state(out, settings, ("workers",)) if resume else None
+    if state:
         mismatch = weights_mismatch(model, state["state_dict"])
         if mismatch:
             raise CheckpointError(f"{out / 'last.pt'}: weights do not fit: {mismatch}")
         model.load_state_dict(state["state_dict"], strict=True)
+    model = precision.model(model)  # before the optimizer's state is loaded: it follows its parameters' device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * iterations)
+    scaler = precision.scaler()
+    history: list[dict[str, Any]] = []
+    if state:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:  # runs saved before the scaler have none (they ran without one)
+            scaler.load_state_dict(state["scaler"])
         history = state["history"]
-    elif (out / "last.pt").exists():
-        raise ConfigError(f"{out} already holds a run (last.pt): pass --resume to continue it, or choose another --out")
-    model = precision.model(model)
     write_json(out / "config.json", {**settings, "data": str(Path(data).resolve()), "device": str(device),
                                      "precision": precision.name, "real_crops": len(dataset)})
     logger.info("%s: %d real crops, %d patches of %d px, %d steps per epoch on %s (%s)", model_config.encoder,
@@ -166,24 +171,21 @@ def pretrain(model_config: ModelConfig, cfg: PretrainConfig, data: str | Path, o
     shown = next(iter(DataLoader(dataset, batch_size=8)))  # the same crops and masks in every grid
     shown_mask = fill_mask(shown["part_patches"], cfg.mask_ratio, torch.Generator().manual_seed(cfg.seed))
     for epoch in range(len(history), cfg.epochs):
-        dataset.set_epoch(epoch)
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         model.train()
         losses, start = [], time.perf_counter()
-        batches = _cycle(loader, iterations)
+        batches = epoch_batches(loader, epoch, iterations)
         for batch in tqdm(batches, total=iterations, desc=f"epoch {epoch}", leave=False):
             images = precision.images(batch["image"])
             mask = fill_mask(batch["part_patches"], cfg.mask_ratio, generator).to(device)
             with precision.autocast():
                 loss = model.loss(images, model(images, mask), mask)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(model, loss, optimizer, scaler)
             scheduler.step()
             losses.append(loss.item())
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "first_loss": losses[0], "last_loss": losses[-1],
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
-        _save(out, model, optimizer, scheduler, history, settings)
+        _save(out, model, optimizer, scheduler, scaler, history, settings)
         _plot_loss(out / "loss.png", history)
         write_png(out / f"recon_epoch{epoch:03d}.png", reconstruction_grid(model, shown["image"], shown_mask))
         logger.info("epoch %d: loss %.4f (%.4f -> %.4f), %.0f s", epoch, history[-1]["loss"], losses[0], losses[-1],
@@ -191,38 +193,14 @@ def pretrain(model_config: ModelConfig, cfg: PretrainConfig, data: str | Path, o
     return model
 
 
-def _cycle(loader: DataLoader, steps: int):
-    """``steps`` batches of ``loader``, starting it again when it runs out."""
-    done = 0
-    while done < steps:
-        for batch in loader:
-            yield batch
-            done += 1
-            if done == steps:
-                return
-
-
-def _resume_state(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    path = out / "last.pt"
-    if not path.is_file():
-        raise ConfigError(f"{out}: nothing to resume (no last.pt); drop --resume to start a new run")
-    state = read_checkpoint(path, family="frame")
-    changed = sorted(f"{section}.{key}" for section in settings for key in settings[section].keys() | state[section].keys()
-                     if settings[section].get(key) != state[section].get(key) and key != "workers")
-    if changed:
-        raise ConfigError(f"{path}: the run was made with other settings ({', '.join(changed)}); start a new --out")
-    return state
-
-
-def _save(out: Path, model: MaskedAutoencoder, optimizer, scheduler, history: list[dict[str, Any]],
+def _save(out: Path, model: MaskedAutoencoder, optimizer, scheduler, scaler, history: list[dict[str, Any]],
           settings: dict[str, Any]) -> None:
     """``last.pt`` (resumable), ``encoder.pth`` (the classifier-ready encoder) and ``metrics.csv``, atomically."""
     save_checkpoint(out / "last.pt", model, pretrain=settings["pretrain"], optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(), history=history)
+                    scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), history=history)
     with atomic_write(out / "encoder.pth", "wb") as f:
         torch.save(model.encoder.state_dict(), f)
-    with atomic_write(out / "metrics.csv", "w", newline="") as f:
-        pd.DataFrame(history).to_csv(f, index=False)
+    write_history(out, history)
 
 
 @torch.no_grad()
@@ -250,10 +228,7 @@ def _plot_loss(path: Path, history: list[dict[str, Any]]) -> None:
     axes.set(xlabel="epoch", ylabel="MSE on masked patches (normalised pixels)", title="MAE reconstruction loss")
     axes.grid(alpha=0.3)
     axes.legend()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    with atomic_write(path, "wb") as f:
-        f.write(buffer.getvalue())
+    write_figure(path, figure)
 
 
 def build_parser() -> argparse.ArgumentParser:

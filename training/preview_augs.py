@@ -6,7 +6,6 @@ the dropout each received.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from models.zoo import ModelConfig
-from preprocessing.fileio import atomic_write
-from preprocessing.logs import configure_logging
+from plumbing.fileio import write_figure
+from plumbing.logs import configure_logging
 
 from .dataset import SOURCES, CropDataset
 

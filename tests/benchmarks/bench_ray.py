@@ -2,7 +2,7 @@
 
     python -m tests.benchmarks.bench_ray [--weights W.pt ...] [--frames 16] [--limit 8] [--workers 1 2]
 
-Scores the same shared clips with :func:`kernels.predict.run` per engine and worker count. For Ray,
+Scores the same shared clips with :func:`kernels.runner.run` per engine and worker count. For Ray,
 the table gives the start-up (``ray.init`` of an embedded session) apart, then a cold run (its
 worker processes and model replica start inside it) and a warm run in the same session (they are
 reused). Not part of the test run.
@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 from kernels.ensemble import Ensemble
-from kernels.predict import Settings, default_weights, run
-from preprocessing.cluster import ray_session
+from kernels.inputs import default_weights
+from kernels.runner import run
+from kernels.scoring import Settings
+from plumbing.cluster import ray_session
 from preprocessing.video import find_videos
 from tests.conftest import find_data
 

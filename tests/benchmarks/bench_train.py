@@ -25,7 +25,7 @@ from tests.conftest import find_data
 from models.precision import Precision
 from models.zoo import build_model, to_batch
 from training.engine import train_one_epoch
-from training.train import load_config
+from training.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 #: (precision, channels_last) variants: the two the issue asks for, and each change on its own.

@@ -29,7 +29,7 @@ import torch
 from kernels.aggregate import aggregate
 from kernels.ensemble import CACHE_ENV, Ensemble, choose_precision
 from kernels.pipeline import Workers, iterate_faces
-from kernels.predict import default_weights
+from kernels.inputs import default_weights
 from preprocessing.detect import FaceDetector
 from preprocessing.faces import find_faces
 from preprocessing.video import Frames, read_frames, sample_indices

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -54,3 +55,11 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
         raise OSError(f"{path}: PNG encoding failed")
     with atomic_write(path, "wb") as f:
         f.write(encoded.tobytes())
+
+
+def write_figure(path: str | os.PathLike, figure: Any, dpi: int = 100) -> None:
+    """Write a matplotlib ``Figure`` as a PNG at ``dpi``, atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    with atomic_write(path, "wb") as f:
+        f.write(buffer.getvalue())

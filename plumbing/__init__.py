@@ -1,0 +1,3 @@
+"""What every room shares and no stage owns: command-line flags and the SIGTERM stop (``cli``),
+logging (``logs``), atomic file writes (``fileio``), the Ray session (``cluster``) and the bounded
+in-flight scheduler of the local and Ray engines (``scheduler``). Imports no other room."""

@@ -1,0 +1,66 @@
+"""A training run's life in its ``--out`` folder, shared by ``training.train`` and
+``training.pretrain_mae``: a fresh run refuses a folder that holds one, a resumed run continues only
+with the settings it was made with, an epoch is a fixed number of batches cycled from its loader,
+and the history is written, atomically, as ``metrics.csv`` and a plot after every epoch.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pandas as pd
+from torch.utils.data import DataLoader
+
+from models.checkpoint import read_checkpoint
+from models.strict import ConfigError
+from plumbing.fileio import atomic_write
+
+#: What a resumable run's folder holds: its last epoch, with the optimizer's state.
+LAST = "last.pt"
+
+
+def check_fresh(out: Path) -> None:
+    """Refuse to start a new run in ``out`` when it holds one."""
+    if (out / LAST).exists():
+        raise ConfigError(f"{out} already holds a run ({LAST}): pass --resume to continue it, or choose another --out")
+
+
+def resume_state(out: Path, settings: dict[str, dict[str, Any]], may_change: Iterable[str] = ()) -> dict[str, Any]:
+    """The checkpoint ``out/last.pt`` to continue, checked against the resuming run's ``settings``
+    (section -> key -> value, as the checkpoint stores them); keys named in ``may_change`` may differ."""
+    path = out / LAST
+    if not path.is_file():
+        raise ConfigError(f"{out}: nothing to resume (no {LAST}); drop --resume to start a new run")
+    state = read_checkpoint(path, family="frame")
+    saved = {f"{section}.{k}": v for section in settings for k, v in state.get(section, {}).items()}
+    wanted = {f"{section}.{k}": v for section, values in settings.items() for k, v in values.items()}
+    changed = sorted(k for k in saved.keys() | wanted.keys()
+                     if saved.get(k) != wanted.get(k) and k.split(".", 1)[1] not in set(may_change))
+    if changed:
+        raise ConfigError(f"{path}: cannot resume with a different config: "
+                          + ", ".join(f"{k} {saved.get(k)!r} -> {wanted.get(k)!r}" for k in changed))
+    return state
+
+
+def epoch_batches(loader: DataLoader, epoch: int, iterations: int) -> Iterator[Any]:
+    """``iterations`` batches for ``epoch``: passes over ``loader``, each shuffled afresh (its sampler's
+    and its dataset's ``set_epoch``, where they have one), cut at the count."""
+    passes = math.ceil(iterations / len(loader))
+    taken = 0
+    for repeat in range(passes):
+        n = epoch * passes + repeat
+        for each in (loader.sampler, loader.dataset):
+            if hasattr(each, "set_epoch"):
+                each.set_epoch(n)
+        for batch in loader:
+            yield batch
+            taken += 1
+            if taken == iterations:
+                return
+
+
+def write_history(out: Path, history: list[dict[str, Any]]) -> None:
+    """``out/metrics.csv``: one row per epoch, atomically."""
+    with atomic_write(out / "metrics.csv", "w", newline="") as f:
+        pd.DataFrame(history).to_csv(f, index=False)
