@@ -158,7 +158,7 @@ def test_a_published_models_temperature_is_fitted_on_the_kernels_video_scores_an
     pd.DataFrame({"filename": [f"v{v:03d}.mp4" for v in range(120)], "score_lrnet": scores}).to_csv(
         tmp_path / "submission_details.csv", index=False)
     target = tmp_path / "lrnet.pt"
-    target.write_bytes((REPO / "weights" / "lrnet_ffpp.pt").read_bytes())
+    save_checkpoint(target, LRNet(LRNetConfig()))  # uncalibrated
     argv = ["--details", str(tmp_path / "submission_details.csv"), "--root", str(root), "--labels",
             str(tmp_path / "labels.csv"), "--model", "lrnet", "--into", str(target)]
     assert calibrate.main(argv) == 0

@@ -80,7 +80,7 @@ def test_the_sequence_score_is_the_blocks_mean_logit_and_an_abstaining_model_lea
     records = ProgressLog(out.with_suffix(".progress.jsonl"), scoring.Settings(**SETTINGS).signature(ensemble)).records
     for name in ("pair.mp4", "lost.mp4"):
         blocks = records[name]["blocks"]["lrnet_ffpp"]["probs"]
-        expected = 1 / (1 + np.exp(-np.mean(logit(blocks))))  # calibration: the identity, as shipped
+        expected = ensemble.models[1].calibration(1 / (1 + np.exp(-np.mean(logit(blocks)))))  # its shipped temperature
         assert details.loc[name, "score_lrnet_ffpp"] == pytest.approx(expected, abs=1e-6)
         both = details.loc[name, ["score_lite0", "score_lrnet_ffpp"]].mean()
         assert details.loc[name, "label"] == pytest.approx(np.clip(both, 0.01, 0.99), abs=1e-6)
