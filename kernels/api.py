@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+import torch
 
+from plumbing.device import check_device, default_device
 from plumbing.fileio import write_png
 
 from .aggregate import STRATEGIES
@@ -59,6 +61,15 @@ def load_ensemble(weights: Sequence[str | Path] | None = None, model_weights: Se
                   device: str | None = None, precision: str = "auto") -> Ensemble:
     """Load checkpoints (default: every frame model in ``weights/``) strictly; a bad file raises ``CheckpointError``."""
     return Ensemble.load(list(weights) if weights else default_weights(), model_weights, device, precision)
+
+
+def on_device(settings: dict, device: str | torch.device) -> dict:
+    """:class:`kernels.scoring.Settings` fields with face detection on ``device`` (the models'), unless
+    their ``detector`` names a device of its own: one device choice reaches MTCNN and the models."""
+    detector = dict(settings.get("detector") or {})
+    if detector.get("device") is None:
+        detector["device"] = str(device)
+    return {**settings, "detector": detector}
 
 
 def frame_table(records: Sequence[dict], ensemble: Ensemble, crops: dict[str, list] | None = None) -> pd.DataFrame:
@@ -106,10 +117,12 @@ def score_videos(videos: str | Path | Sequence[str | Path], ensemble: Ensemble |
     ``settings`` are :class:`kernels.scoring.Settings` fields (``frames``, ``strategy``, ``workers``,
     ``deadline``...). Crops are kept as arrays (``keep_crops``), or written as
     ``crops_dir/<filename>/<frame:05d>_<track>.png`` and given by path. ``workers``: running detection
-    :class:`Workers` to reuse (see :class:`Scorer`).
+    :class:`Workers` to reuse (see :class:`Scorer`). Faces are detected on the ensemble's device
+    unless ``detector`` names another.
     """
     if not isinstance(ensemble, Ensemble):
         ensemble = load_ensemble(ensemble)
+    settings = on_device(settings, ensemble.device)
     given = [Path(videos)] if isinstance(videos, (str, Path)) else [Path(v) for v in videos]
     out = Path(out)
     named = named_videos(given, out.parent / "sample_videos")
@@ -140,14 +153,15 @@ class Scorer:
     load meanwhile, and every :meth:`score` call reuses both (a notebook scoring again and again).
 
     ``settings`` are :class:`kernels.scoring.Settings` fields used by every call; a call may override
-    them (other detector settings or ``workers`` restart the workers). Close it (or use ``with``)
-    to stop the workers.
+    them (other detector settings or ``workers`` restart the workers). ``device`` (default: CUDA when
+    present) runs the models and the face detection. Close it (or use ``with``) to stop the workers.
     """
 
     def __init__(self, weights: Sequence[str | Path] | None = None, model_weights: Sequence[float] | None = None,
                  device: str | None = None, precision: str = "auto", **settings):
-        self.settings = settings
-        config = Settings(**settings)
+        device = check_device(device) if device is not None else default_device()
+        self.settings = on_device(settings, device)
+        config = Settings(**self.settings)
         self.workers = Workers(config.detector, config.workers)
         try:
             self.ensemble = load_ensemble(weights, model_weights, device, precision)

@@ -19,11 +19,11 @@ from skimage import data
 
 from models.checkpoint import load_model
 from models.lrnet import LRNet
-from models.precision import PRECISIONS
+from models.precision import PRECISIONS, auto_precision
 from models.zoo import DeepfakeClassifier, to_batch
+from plumbing.device import check_device, default_device
 from plumbing.fileio import write_json
 from preprocessing.cropspec import CropSpec
-from preprocessing.detect import default_device
 from preprocessing.landmarks import LandmarkSpec
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def _probe(model: DeepfakeClassifier, precision: str, device: torch.device, batc
 
 
 def choose_precision(model: DeepfakeClassifier, precision: str, device: torch.device, digest: str = "") -> str:
-    """Resolve ``auto``: fp16 on CUDA; on a CPU with native bf16, bf16 + channels_last where this
+    """Resolve ``auto``: on CUDA, the card's :func:`models.precision.auto_precision` (bf16 on sm_80+,
+    fp16 on sm_70 / sm_75, fp32 below); on a CPU with native bf16, bf16 + channels_last where this
     machine runs this model faster that way and its probabilities on four views of a real face agree
     with fp32 within 1e-2; fp32 otherwise. The probe's verdict is cached per machine
     (:func:`machine_id`) and checkpoint (its file ``digest``) in ``cache_dir()/precision.json``."""
@@ -86,7 +87,7 @@ def choose_precision(model: DeepfakeClassifier, precision: str, device: torch.de
     if precision != "auto":
         return precision
     if device.type == "cuda":
-        return "fp16"
+        return auto_precision(device)
     if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
         return "fp32"
     key = f"{machine_id()}/{digest}"
@@ -150,20 +151,24 @@ class Ensemble:
              spec: dict | None = None) -> "Ensemble":
         """Load every checkpoint, of either family (strictly; a bad one raises ``CheckpointError``
         naming it); ``spec``: crop spec fields that replace every frame model's own (``None`` values
-        are ignored)."""
+        are ignored).
+
+        ``device="meta"`` describes the ensemble without holding its weights (names, digests, crop
+        and landmark specs, calibrations: what a driver whose models run elsewhere needs); its
+        precisions stay as asked, for the processes that run the models to resolve."""
         if not paths:
             raise ValueError("no checkpoint given")
         if weights is not None and len(weights) != len(paths):
             raise ValueError(f"{len(weights)} model weights given for {len(paths)} checkpoints")
-        device = torch.device(device) if device is not None else default_device()
+        device = check_device(device) if device is not None else default_device()
         models = [load_model(p, device, family=None) for p in paths]
         spec = {k: v for k, v in (spec or {}).items() if v is not None}
         for model in models:
             if not isinstance(model, LRNet):
                 model.spec = model.spec.replace(**spec)
         digests = [file_digest(p) for p in paths]
-        precisions = ["fp32" if isinstance(m, LRNet) else choose_precision(m, precision, device, d)
-                      for m, d in zip(models, digests)]
+        precisions = ["fp32" if isinstance(m, LRNet) else precision if device.type == "meta"
+                      else choose_precision(m, precision, device, d) for m, d in zip(models, digests)]
         models = [m if isinstance(m, LRNet) else _layout(m, p, device) for m, p in zip(models, precisions)]
         names, seen = [], {}
         for p in paths:

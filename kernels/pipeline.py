@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from plumbing.device import device_failed
 from plumbing.scheduler import in_flight
 from preprocessing.cropspec import CropSpec
 from preprocessing.detect import FaceDetector
@@ -230,6 +231,8 @@ def iterate_faces(
                 if done.timed_out:
                     error = f"not finished after {video_timeout:g} s (decoder hung or worker died)"
                     yield VideoFaces(filename, frames, error=error)
+                elif done.error is not None and device_failed(done.error):  # the device, not the video: stop
+                    raise done.error
                 elif done.error is not None:  # an exception raised inside the worker
                     error = f"detection failed: {type(done.error).__name__}: {done.error}"
                     yield VideoFaces(filename, frames, error=error)

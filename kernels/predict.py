@@ -6,7 +6,9 @@
 Writes ``filename,label`` for every video (sorted, probabilities clipped to [eps, 1 - eps]) and a
 per-video detail file beside it. The submission is rewritten atomically as videos finish, so a
 complete, valid file exists from the first second; videos not reached by the deadline, unreadable
-or without faces get the prior. A killed run restarted with the same arguments resumes.
+or without faces get the prior. A killed run restarted with the same arguments resumes. The device
+failing (CUDA out of memory, a CUDA error) stops the run with exit code 4 and one error line, what was
+scored kept: the same command resumes it.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from models.checkpoint import CheckpointError
 from plumbing.cli import add_field_flag, exit_on_sigterm
 from plumbing.cluster import add_engine_arguments
+from plumbing.device import DeviceError
 from plumbing.logs import configure_logging
 from preprocessing.detect import add_detector_arguments, detector_settings
 from preprocessing.video import RUN_LENGTH
@@ -28,7 +31,7 @@ from .inputs import WEIGHTS_DIR, default_weights, named_videos, shard
 from .kaggle import default_submission
 from .pipeline import Workers
 from .presets import PRESETS, Preset
-from .runner import details_path, run
+from .runner import ScoringFailed, details_path, run
 from .scoring import Settings
 
 log = logging.getLogger("kernels.predict")
@@ -66,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_arguments(p, default)
     add_field_flag(p, default, "video_timeout", "give up on a video after this many seconds")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto: fp16 on CUDA; on a CPU, bf16 + channels_last for each model that a probe "
-                        "at start shows faster and within 1e-2 of fp32, else fp32")
+                   help="auto: on CUDA by the card (bf16 on sm_80+, fp16 on sm_70/75, fp32 below; docs/gpu.md); "
+                        "on a CPU, bf16 + channels_last for each model that a probe at start shows faster and "
+                        "within 1e-2 of fp32, else fp32")
     p.add_argument("--fresh", action="store_true", help="ignore the progress of an earlier run")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_detector_arguments(p)
@@ -94,8 +98,8 @@ def score_folder(args: argparse.Namespace, detector: dict, preset: Preset, worke
         if not weights:
             log.error("no checkpoint in %s: pass --weights (see docs/train.md)", WEIGHTS_DIR)
             return 2
-        ensemble = Ensemble.load(weights, args.model_weights, args.device, args.precision,
-                                 spec={"margin": args.margin})
+        device = "meta" if args.engine == "ray" else args.device  # on Ray the replicas hold the weights
+        ensemble = Ensemble.load(weights, args.model_weights, device, args.precision, spec={"margin": args.margin})
     except (CheckpointError, ValueError) as err:
         log.error("%s", err)
         return 2
@@ -116,6 +120,9 @@ def score_folder(args: argparse.Namespace, detector: dict, preset: Preset, worke
     except OSError as err:  # a read-only folder, a full disk: earlier outputs stay as they were
         log.error("cannot write the outputs beside %s: %s", args.out, err)
         return 3
+    except (ScoringFailed, DeviceError) as err:  # the device failed (or Ray has none the flag asks for)
+        log.error("%s", err)
+        return 4
     log.info("wrote %s (%d rows) and %s: %d scored, %d got the prior", args.out, len(details),
              details_path(args.out), int((details["status"] == "ok").sum()), int((details["status"] != "ok").sum()))
     return 0

@@ -5,13 +5,17 @@ in Ray's object store; a model actor, which loaded the checkpoints once (one rep
 cluster with a GPU each, else one per node beside its detection tasks, as the local engine's
 models run beside its workers), scores them from there and sends the driver the
 video's progress record. At most two videos per detection slot are in flight, so memory stays flat
-on any folder. The driver (:func:`kernels.runner.run`) writes every output.
+on any folder. The driver (:func:`kernels.runner.run`) writes every output; it reads the checkpoints'
+names, digests and crop specs without holding their weights (``python -m kernels.predict`` loads its
+ensemble on ``meta`` for Ray), and logs where the replicas run and the precision each resolved there.
+The replicas follow ``--device``: ``cpu`` keeps them off the GPUs (:func:`replica_device`).
 
 Faults: a task or actor whose worker process or node dies is retried, at most ``RETRIES`` times; a
 video that fails for its own reason (unreadable, no face, a model error) comes back once as a
 record with the reason, and one unfinished after ``video_timeout`` seconds is cancelled and
-recorded; neither is retried. At the deadline the videos in flight are cancelled and left out (the
-caller gives them the prior).
+recorded; neither is retried. A replica's device failing (out of memory, a CUDA error) stops the run
+(:class:`kernels.runner.ScoringFailed`). At the deadline the videos in flight are cancelled and left
+out (the caller gives them the prior).
 """
 from __future__ import annotations
 
@@ -24,8 +28,10 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import ray
+import torch
 
 from plumbing.cluster import ray_session
+from plumbing.device import DeviceError, device_failed
 from plumbing.scheduler import RayJobs, in_flight
 from preprocessing.detect import FaceDetector
 
@@ -52,11 +58,16 @@ def _detect(filename: str, path: str, frames: int, detector: dict, cutting: Cutt
 
 @ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)
 class _Scorer:
-    """The ensemble, loaded once on this replica's device (its GPU if given one). It reserves no CPU:
-    on a CPU-only node it shares the cores with the detection tasks."""
+    """The ensemble, loaded once on this replica's ``device`` (``cuda``: the GPU Ray gave it). It reserves
+    no CPU: on a CPU-only node it shares the cores with the detection tasks."""
 
-    def __init__(self, paths: list[str], weights: list[float], precision: str, batch_size: int, spec: dict):
-        self.ensemble = Ensemble.load(paths, weights, precision=precision, batch_size=batch_size, spec=spec)
+    def __init__(self, paths: list[str], weights: list[float], precision: str, batch_size: int, spec: dict,
+                 device: str):
+        self.ensemble = Ensemble.load(paths, weights, device, precision, batch_size=batch_size, spec=spec)
+
+    def describe(self) -> tuple[str, list[str]]:
+        """Where this replica's models run and the precision each resolved there."""
+        return str(self.ensemble.device), self.ensemble.precisions
 
     def score(self, detected: tuple[VideoFaces, str], keep_crops: bool) -> tuple[VideoFaces, dict]:
         faces, node = detected
@@ -64,23 +75,43 @@ class _Scorer:
         return faces if keep_crops else dataclasses.replace(faces, crops=[]), record
 
 
-def _scorers(ensemble: Ensemble, gpus: int) -> list:
-    """The model replicas for ``ensemble`` in this Ray session: one per GPU, else one per node."""
-    count = gpus or sum(node["Alive"] for node in ray.nodes())
+def replica_device(gpus: int, device: str | None) -> str:
+    """Where the model replicas run, by the command's ``--device``: ``cpu`` keeps them on the CPU
+    even where the cluster has GPUs; ``cuda`` (any index: Ray gives each replica its own card) or none
+    puts them on the GPUs when the cluster has some."""
+    if device is not None and torch.device(device).type == "cpu":
+        return "cpu"
+    if device is not None and not gpus:
+        raise DeviceError(f"--device {device}: the Ray cluster has no GPU")
+    return "cuda" if gpus else "cpu"
+
+
+def _scorers(ensemble: Ensemble, gpus: int, device: str) -> list:
+    """The model replicas for ``ensemble`` in this Ray session, on ``device`` (:func:`replica_device`):
+    one per GPU, else one per node."""
+    count = gpus if device == "cuda" else sum(node["Alive"] for node in ray.nodes())
     context = ray.get_runtime_context()  # the driver's node and job: this session alone
     key = (context.get_node_id(), context.get_job_id(), tuple(ensemble.paths), tuple(ensemble.weights.tolist()),
-           ensemble.precision, ensemble.batch_size, tuple(sorted(ensemble.spec.items())), count)
+           ensemble.precision, ensemble.batch_size, tuple(sorted(ensemble.spec.items())), count, device)
     if key not in _replicas:
-        _replicas[key] = [_Scorer.options(num_cpus=0, num_gpus=int(gpus > 0), scheduling_strategy="SPREAD").remote(
-            ensemble.paths, ensemble.weights.tolist(), ensemble.precision, ensemble.batch_size, ensemble.spec)
-            for _ in range(count)]
+        options = {"num_cpus": 0, "num_gpus": int(device == "cuda"), "scheduling_strategy": "SPREAD"}
+        _replicas[key] = [_Scorer.options(**options).remote(ensemble.paths, ensemble.weights.tolist(),
+                                                            ensemble.precision, ensemble.batch_size, ensemble.spec,
+                                                            device)
+                          for _ in range(count)]
     return _replicas[key]
+
+
+def _cause(err: Exception) -> Exception:
+    """The error inside the Ray task errors that wrap it."""
+    while isinstance(err, ray.exceptions.RayTaskError) and getattr(err, "cause", None) is not None:
+        err = err.cause
+    return err
 
 
 def _reason(err: Exception) -> str:
     """``failed on Ray: <cause>: <its first line>``, through the task errors that wrap the cause."""
-    while isinstance(err, ray.exceptions.RayTaskError) and getattr(err, "cause", None) is not None:
-        err = err.cause
+    err = _cause(err)
     first = next(iter(str(err).strip().splitlines()), "")
     return f"failed on Ray: {type(err).__name__}" + (f": {first}" if first else "")
 
@@ -105,8 +136,11 @@ def scored_on_ray(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, plan_f
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         slots = max(int(resources.get("CPU", 1)), 1)
-        scorers = _scorers(ensemble, gpus)
-        log.info("Ray: %d detection slot(s), %d model replica(s) on %s", slots, len(scorers), "GPU" if gpus else "CPU")
+        scorers = _scorers(ensemble, gpus, replica_device(gpus, settings.detector.get("device")))
+        replicas = ray.get([scorer.describe.remote() for scorer in scorers])  # loaded: where, in what precision
+        log.info("Ray: %d detection slot(s), %d model replica(s): %s", slots, len(scorers),
+                 "; ".join(f"{device} in {precisions}" for device, precisions in sorted(set(
+                     (device, tuple(precisions)) for device, precisions in replicas))))
         turn = itertools.count()
 
         def submit(item: tuple[str, Path, int]) -> tuple:
@@ -125,6 +159,8 @@ def scored_on_ray(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, plan_f
                     continue
                 if done.error is None:
                     faces, record = done.value
+                elif device_failed(_cause(done.error)):  # a replica's device, not the video: the run stops
+                    raise _cause(done.error) from done.error
                 elif isinstance(done.error, ray.exceptions.RayError):  # retries spent, or an error outside the video
                     faces, record = _failed(filename, frames, _reason(done.error), ensemble)
                 else:

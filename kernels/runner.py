@@ -3,7 +3,9 @@
 The submission is rewritten atomically as videos finish, so a complete, valid file exists from the
 first second; videos not reached by the deadline, unreadable or without faces get the prior. Each
 finished video is appended to a progress log beside the submission, from which a killed run
-restarted with the same settings resumes.
+restarted with the same settings resumes. The device failing (CUDA out of memory, a CUDA error)
+stops the run with :class:`ScoringFailed`: what was scored is kept and written, the rest resumes
+later, rather than every video after it quietly getting the prior.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from plumbing.device import device_failed
 from plumbing.fileio import atomic_write
 from submission.io import COLUMNS, write_submission
 
@@ -28,6 +31,10 @@ from .progress import ProgressLog
 from .scoring import Settings, label_of, tables
 
 log = logging.getLogger("kernels.predict")  # the command's name in its log lines
+
+
+class ScoringFailed(RuntimeError):
+    """The device failed during a run; the message says what was kept and how to resume."""
 
 
 def write_csv(path: Path, table: pd.DataFrame) -> None:
@@ -71,22 +78,39 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
             refreshed = time.monotonic()
 
     refresh()
-    with logging_redirect_tqdm():
-        stage = scored(todo, ensemble, budget, settings, keep_crops=on_video is not None,
-                       workers=workers)
-        for faces, record in tqdm(stage, total=len(todo), desc="predict", unit="video"):
-            budget.record(faces.frames_requested, record["seconds"])
-            if record["status"] != "ok":
-                log.warning("%s: %s; it gets the prior %.2f", faces.filename, record["reason"], settings.prior)
-            progress.append(record)
-            if on_video is not None:
-                on_video(faces, record)
-            labels[faces.filename] = label_of(record, ensemble, settings)[0]
-            refresh()
-    submission, details = tables(videos, progress.records, ensemble, settings, unreached)
-    write_submission(out, submission)
-    write_csv(details_path(out), details)
+    try:
+        with logging_redirect_tqdm():
+            stage = scored(todo, ensemble, budget, settings, keep_crops=on_video is not None,
+                           workers=workers)
+            for faces, record in tqdm(stage, total=len(todo), desc="predict", unit="video"):
+                budget.record(faces.frames_requested, record["seconds"])
+                if record["status"] != "ok":
+                    log.warning("%s: %s; it gets the prior %.2f", faces.filename, record["reason"], settings.prior)
+                progress.append(record)
+                if on_video is not None:
+                    on_video(faces, record)
+                labels[faces.filename] = label_of(record, ensemble, settings)[0]
+                refresh()
+    except Exception as err:
+        if not device_failed(err):
+            raise
+        _write_outputs(out, videos, progress, ensemble, settings, "not scored: the device failed")
+        cause = next(iter(str(err).strip().splitlines()), "")
+        raise ScoringFailed(f"the device failed after {len(progress.records)} of {len(videos)} "
+                            f"videos ({type(err).__name__}: {cause}); they are kept in {progress.path} and {out} gives "
+                            "the rest the prior: rerun the same command to resume") from err
+    details = _write_outputs(out, videos, progress, ensemble, settings, unreached)
     missed = int((details["reason"] == unreached).sum())
     if missed:
         log.warning("%d video(s) not reached before the deadline got the prior", missed)
+    return details
+
+
+def _write_outputs(out: Path, videos: Sequence[tuple[str, Path]], progress: ProgressLog, ensemble: Ensemble,
+                   settings: Settings, unreached: str) -> pd.DataFrame:
+    """The submission and the detail file from the progress so far (``unreached``: why a video without a
+    record got the prior); returns the details."""
+    submission, details = tables(videos, progress.records, ensemble, settings, unreached)
+    write_submission(out, submission)
+    write_csv(details_path(out), details)
     return details

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from plumbing.device import device_failed
 from preprocessing.video import FRAMES, RUNS
 
 from .aggregate import aggregate, logitmean
@@ -66,7 +67,9 @@ class Settings:
 def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
     """One video's progress record: per frame model its faces' probabilities, per sequence model its
     blocks' (``blocks``: ``probs``, the ``sequences`` they come from, and why it abstained:
-    ``abstained``), or the reason for the prior."""
+    ``abstained``), or the reason for the prior (its faces' error, a model failing on it, a model
+    giving NaN or infinite probabilities). The device failing (out of memory, a CUDA error:
+    :func:`plumbing.device.device_failed`) is no reason of this video's: it is raised, to stop the run."""
     record = {"filename": faces.filename, "status": "ok", "reason": "", "frames_requested": faces.frames_requested,
               "frames_read": faces.frames_read, "faces": len(faces.crops), "tracks": len(set(faces.track_ids)),
               "frame_ids": faces.frame_ids, "track_ids": faces.track_ids, "probs": {}, "blocks": {}}
@@ -74,17 +77,27 @@ def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
         record.update(status="prior", reason=faces.error)
     else:
         try:
-            record["probs"] = {k: v.tolist() for k, v in ensemble.predict(faces.cuts).items()}
+            probs = ensemble.predict(faces.cuts)
             sequences = {spec: [s.landmarks for s in found] for spec, found in faces.sequences.items()}
-            for name, probs in ensemble.predict_blocks(sequences).items():
-                model = ensemble.models[ensemble.names.index(name)]
-                reason = "" if len(probs) else faces.no_sequence or f"no sequence as long as its block ({model.config.block} frames)"
-                record["blocks"][name] = {"probs": probs.tolist(), "sequences": len(sequences.get(model.spec, [])),
-                                          "abstained": reason}
-        except Exception as err:  # a model failing on one video must not end the run
+            blocks = ensemble.predict_blocks(sequences)
+        except Exception as err:  # a model failing on one video must not end the run; the device failing must
+            if device_failed(err):
+                raise
             record.update(status="prior", reason=f"model failed: {type(err).__name__}: {err}")
-        if record["status"] == "ok" and not ensemble.frame_models and all(b["abstained"] for b in record["blocks"].values()):
-            record.update(status="prior", reason="; ".join(sorted({b["abstained"] for b in record["blocks"].values()})))
+        else:
+            precisions = dict(zip(ensemble.names, ensemble.precisions))
+            broken = [f"{name} ({precisions[name]})" for name, p in {**probs, **blocks}.items() if not np.isfinite(p).all()]
+            if broken:
+                record.update(status="prior", reason=f"non-finite probabilities from {', '.join(broken)}")
+            else:
+                record["probs"] = {k: v.tolist() for k, v in probs.items()}
+                for name, model in ensemble.sequence_models:
+                    reason = "" if len(blocks[name]) else \
+                        faces.no_sequence or f"no sequence as long as its block ({model.config.block} frames)"
+                    record["blocks"][name] = {"probs": blocks[name].tolist(),
+                                              "sequences": len(sequences.get(model.spec, [])), "abstained": reason}
+                if not ensemble.frame_models and all(b["abstained"] for b in record["blocks"].values()):
+                    record.update(status="prior", reason="; ".join(sorted({b["abstained"] for b in record["blocks"].values()})))
     record["seconds"] = round(seconds, 3)
     return record
 

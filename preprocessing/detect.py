@@ -18,6 +18,8 @@ import torch
 from facenet_pytorch import MTCNN
 from PIL import Image
 
+from plumbing.device import check_device, default_device
+
 #: MTCNN stage thresholds for inference: the DFDC winner's kernel setting. Low enough to keep the
 #: profile and blurred faces a fake may hide in; false positives are removed by ``min_score`` and
 #: by tracking.
@@ -52,11 +54,6 @@ def min_face_size(min_size: float, height: int, width: int) -> float:
     ``min_size`` means fewer, smaller levels, and MTCNN still finds faces down to about 0.6 of it.
     """
     return max(float(MTCNN_MIN_FACE), min_size * min(height, width) * detection_scale(height, width))
-
-
-def default_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass
@@ -106,7 +103,7 @@ class FaceDetector:
         if resample not in ("cv2", "pil"):
             raise ValueError(f"resample must be 'cv2' or 'pil', got {resample!r}")
         self.scale, self.resample = scale, resample
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = check_device(device) if device is not None else default_device()
         self.thresholds = tuple(float(t) for t in thresholds)
         self.min_score = min_score
         self.min_size = min_size

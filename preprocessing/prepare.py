@@ -44,6 +44,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from plumbing.cli import add_field_flag, exit_on_sigterm
 from plumbing.cluster import add_engine_arguments
+from plumbing.device import worker_devices
 from plumbing.fileio import write_json
 from plumbing.logs import configure_logging
 from plumbing.scheduler import PoolJobs, in_flight
@@ -53,7 +54,7 @@ from .detect import add_detector_arguments
 from .folds import assign_folds
 from .index import DATASETS, build_index
 from .masks import DEFAULT_THRESHOLDS, MASK_METHODS
-from .prepare_video import PrepareConfig, PrepareError, Task, prepare_video, shard_range
+from .prepare_video import PrepareConfig, PrepareError, Task, prepare_video, shard_range, use_device
 from .prepared import DONE, video_dir, write_tables
 
 log = logging.getLogger("prepare")
@@ -91,11 +92,21 @@ def in_shard(groups: pd.Series, shard: str) -> pd.Series:
     return groups.map(lambda g: zlib.crc32(g.encode()) % n == k)
 
 
-def _init_worker(threads: int, verbose: bool) -> None:
+def _init_worker(threads: int, verbose: bool, devices) -> None:
+    """A worker process: ``threads`` torch threads, and its detection device, the next of ``devices``
+    (a queue holding one per worker: :func:`detection_plan`)."""
     import torch
 
     torch.set_num_threads(threads)
     configure_logging(verbose)
+    use_device(devices.get())
+
+
+def detection_plan(config: PrepareConfig) -> list[str]:
+    """The device each worker process detects on, by :func:`plumbing.device.worker_devices`' rule:
+    the cards shared round robin, at most ``PER_CARD`` workers each, the others on the CPU (a device
+    named with its index holds them all)."""
+    return [str(device) for device in worker_devices(config.workers, config.device)]
 
 
 def _run_tasks(config: PrepareConfig, phases: list[list[Task]], progress: tqdm) -> Iterator[dict]:
@@ -117,8 +128,14 @@ def _run_tasks(config: PrepareConfig, phases: list[list[Task]], progress: tqdm) 
         return
     threads = max(1, (os.cpu_count() or 1) // config.workers)
     context = multiprocessing.get_context("spawn")  # safe with CUDA and with torch's thread pools
+    devices = context.Queue()
+    plan = detection_plan(config)
+    for device in plan:
+        devices.put(device)
+    log.info("face detection in %d worker(s): %s", config.workers,
+             ", ".join(f"{plan.count(d)} on {d}" for d in dict.fromkeys(plan)))
     with ProcessPoolExecutor(config.workers, mp_context=context, initializer=_init_worker,
-                             initargs=(threads, log.isEnabledFor(logging.DEBUG))) as pool:
+                             initargs=(threads, log.isEnabledFor(logging.DEBUG), devices)) as pool:
         try:
             jobs = PoolJobs(pool, functools.partial(prepare_video, config))
             for tasks in phases:

@@ -20,9 +20,10 @@ import cv2
 import numpy as np
 
 from plumbing.cluster import ENGINES
+from plumbing.device import default_device
 from plumbing.fileio import write_json, write_png
 
-from .detect import DEFAULTS as DETECTOR, TRAINING_THRESHOLDS, FaceDetector, default_device
+from .detect import DEFAULTS as DETECTOR, TRAINING_THRESHOLDS, FaceDetector
 from .faces import find_faces
 from .geometry import DEFAULT_MARGIN
 from .index import DATASETS
@@ -116,11 +117,20 @@ def shard_range(shard: str) -> tuple[int, int]:
 
 
 _detectors: dict[tuple, FaceDetector] = {}
+_device: str | None = None  # a worker process's share of the devices (None: the config's)
+
+
+def use_device(device: str) -> None:
+    """Detect on ``device`` in this process, whatever the config says (a worker's place in
+    ``prepare``'s plan)."""
+    global _device
+    _device = device
 
 
 def _detector(config: PrepareConfig) -> FaceDetector:
-    """One detector per process and setting, made on first use (aligned fakes never need one)."""
-    key = (config.thresholds, config.min_score, config.min_size, config.batch_size, config.device)
+    """One detector per process and setting, made on first use (aligned fakes never need one), on this
+    process's device (:func:`use_device`), else the config's."""
+    key = (config.thresholds, config.min_score, config.min_size, config.batch_size, _device or config.device)
     if key not in _detectors:
         _detectors[key] = FaceDetector(*key)
     return _detectors[key]

@@ -60,8 +60,13 @@ def read_submission(path: str | os.PathLike, expected: list[str] | None = None) 
 
 
 def write_submission(path: str | os.PathLike, table: pd.DataFrame) -> None:
-    """Write ``table`` sorted by filename, atomically (a temporary file renamed into place)."""
+    """Write ``table`` sorted by filename, atomically (a temporary file renamed into place). A table
+    :func:`problems` finds fault with (a NaN label, say) raises :class:`SubmissionError` and leaves
+    the file as it was."""
     path = Path(path)
+    found = problems(table.reset_index(drop=True)[COLUMNS])
+    if found:
+        raise SubmissionError(f"{path}: not written: " + "; ".join(found))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:

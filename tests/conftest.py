@@ -134,6 +134,15 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """Run a test as on a CPU-only machine, in this process and the ones it forks: for tests that
+    compare numbers bit for bit with CPU runs, or fork after CUDA may have been initialised."""
+    from tests.fakecuda import hide_cuda
+
+    hide_cuda(monkeypatch)
+
+
 #: Two 256x256 DFDC face clips (one face; two faces) for the notebook API and report tests.
 DEMO_CLIPS = ("dfdc_face_crops/FAKE/0_aaqaifqrwn.mp4_0_0.mp4", "dfdc_face_crops/REAL/0_aayrffkzxn.mp4_0_0.mp4")
 

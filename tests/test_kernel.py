@@ -125,6 +125,51 @@ def test_budget_separates_fixed_and_per_frame_cost():
 
 # --- whole runs --------------------------------------------------------------------------------
 
+def test_the_device_failing_stops_the_run_with_what_was_scored_kept_and_resumable(folder, checkpoint, tmp_path,
+                                                                                  monkeypatch, caplog):
+    """Out of memory while scoring the second video: exit code 4 and one error line, never the prior
+    for every video after it; the submission is valid, the first video's score is kept, and the same
+    command resumes from there."""
+    out, predicted = tmp_path / "submission.csv", []
+    original = Ensemble.predict
+
+    def out_of_memory_once(self, cuts):
+        predicted.append(1)
+        if len(predicted) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, cuts)
+
+    monkeypatch.setattr(Ensemble, "predict", out_of_memory_once)
+    command = ["--videos", str(folder), "--out", str(out), "--weights", str(checkpoint), "--frames", "2",
+               "--workers", "0", "--precision", "fp32"]
+    assert predict.main(command) == 4
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "the device failed after 1 of 4 videos (OutOfMemoryError: CUDA out of memory" in errors[0]
+    assert "rerun the same command to resume" in errors[0]
+    submission = read_submission(out, videos_in(folder)).set_index("filename")["label"]
+    details = pd.read_csv(runner.details_path(out)).set_index("filename")
+    assert details.loc["183.mp4", "status"] == "ok" and submission["183.mp4"] != 0.5
+    assert (details.drop(index="183.mp4")["reason"] == "not scored: the device failed").all()
+    assert (submission.drop(index="183.mp4") == 0.5).all()
+    caplog.clear()
+    assert predict.main(command) == 0
+    assert len(predicted) == 2 + 2  # resumed: only the two clips left were scored
+    details = pd.read_csv(runner.details_path(out)).set_index("filename")
+    assert (details.drop(index="broken.mp4")["status"] == "ok").all()
+
+
+def test_a_nan_score_gives_its_video_the_prior_and_never_reaches_the_csv(folder, ensemble, tmp_path, monkeypatch):
+    original = Ensemble.predict
+    monkeypatch.setattr(Ensemble, "predict", lambda self, cuts: {name: probs * (np.nan if len(cuts) else 1)
+                                                                 for name, probs in original(self, cuts).items()})
+    out = tmp_path / "submission.csv"
+    runner.run([("183.mp4", folder / "183.mp4")], ensemble, out, scoring.Settings(frames=2, workers=0))
+    details = pd.read_csv(runner.details_path(out)).set_index("filename")
+    assert details.loc["183.mp4", "status"] == "prior"
+    assert details.loc["183.mp4", "reason"] == "non-finite probabilities from tiny (fp32)"
+    assert read_submission(out)["label"].tolist() == [0.5]
+
+
 def test_full_run_writes_a_complete_submission_and_consistent_details(folder, ensemble, tmp_path, caplog):
     out = tmp_path / "sub" / "submission.csv"
     settings = scoring.Settings(frames=4, workers=0)
@@ -390,6 +435,7 @@ def test_the_main_job_runs_on_its_embedded_default(tmp_path, monkeypatch):
     assert read_submission(tmp_path / "submission" / "submission.csv")["label"].between(0.01, 0.99).all()
 
 
+@pytest.mark.usefixtures("cpu_only")  # the probe runs on CPUs only
 def test_the_precision_verdict_is_cached_per_machine_and_checkpoint(checkpoint, tmp_path, monkeypatch):
     from kernels import ensemble as module
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.precision import Precision
 from models.zoo import ConfigError, ModelConfig, build_model
 from training import pretrain_mae
 from training.dataset import read_crop
@@ -163,7 +164,9 @@ def test_a_config_sets_one_initialisation():
         TrainConfig(epochs=1, batch_size=1, pretrained="efficientnet_lite0", pretrained_file="encoder.pth")
 
 
-def test_a_run_cut_off_resumes_to_the_same_weights(prepared_dir, tmp_path, monkeypatch):
+@pytest.mark.usefixtures("cpu_only")  # bit for bit: CUDA kernels need not be deterministic
+def test_a_run_cut_off_resumes_to_the_same_weights_its_optimizer_state_on_the_models_device(prepared_dir, tmp_path,
+                                                                                             monkeypatch):
     config = {"model": VIT.to_dict(), "pretrain": {"epochs": 2, "batch_size": 2, "iterations": 2,
                                                     "decoder_width": 32, "decoder_depth": 1}}
     (tmp_path / "mae.json").write_text(json.dumps(config))
@@ -180,6 +183,10 @@ def test_a_run_cut_off_resumes_to_the_same_weights(prepared_dir, tmp_path, monke
         patch.setattr(pretrain_mae, "_plot_loss", cut_off)
         with pytest.raises(KeyboardInterrupt):
             main(args + [str(tmp_path / "cut")])
+    moves = []  # the resumed optimizer's state follows its parameters: they must be on the device first
+    for cls, method in ((Precision, "model"), (torch.optim.AdamW, "load_state_dict")):
+        monkeypatch.setattr(cls, method, lambda *a, _run=getattr(cls, method), _name=method: moves.append(_name) or _run(*a))
     assert main(args + [str(tmp_path / "cut"), "--resume"]) == 0
+    assert moves == ["model", "load_state_dict"]  # the model moved to the device, then the optimizer's state
     whole, resumed = (torch.load(tmp_path / run / "encoder.pth", weights_only=True) for run in ("whole", "cut"))
     assert all(torch.equal(whole[key], resumed[key]) for key in whole)

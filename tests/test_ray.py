@@ -1,5 +1,6 @@
 """The Ray engine, embedded (one session for the module, 2 CPUs, on 127.0.0.1): the same outputs as
 the local engine, a killed worker retried, the deadline kept, preparation unchanged."""
+import logging
 import os
 import signal
 import threading
@@ -12,7 +13,9 @@ import ray
 
 from kernels import runner, scoring
 from kernels.ensemble import Ensemble
+from kernels.ray_engine import replica_device
 from plumbing.cluster import ray_session
+from plumbing.device import DeviceError
 from preprocessing.prepare import PrepareConfig, Task, prepare
 from preprocessing.ray_prepare import groups
 from submission.io import read_submission, videos_in
@@ -79,12 +82,29 @@ def test_embedded_ray_listens_on_loopback_only(embedded):
     assert embedded.get_runtime_context().gcs_address.startswith("127.0.0.1:")
 
 
-def test_ray_run_equals_the_local_run(embedded, folder, ensemble, local, tmp_path):
+def test_ray_run_equals_the_local_run(embedded, folder, checkpoint, local, tmp_path, caplog):
+    """The driver as ``kernels.predict`` runs it for Ray: the checkpoints described on ``meta``, no
+    weights held; the replicas load them on ``--device`` and the log says in what precision."""
+    described = Ensemble.load([checkpoint], device="meta", precision="fp32")
+    assert {p.device.type for p in described.models[0].parameters()} == {"meta"}
     out = tmp_path / "submission.csv"
-    details = runner.run(named(folder), ensemble, out, scoring.Settings(frames=FRAMES, engine="ray"))
+    with caplog.at_level(logging.INFO, logger="kernels.ray_engine"):
+        details = runner.run(named(folder), described, out,
+                             scoring.Settings(frames=FRAMES, engine="ray", detector={"device": "cpu"}))
+    assert "1 model replica(s): cpu in ('fp32',)" in caplog.text
     same_as_local(out, details, local)
     assert (details["status"] == "ok").sum() == 3  # the clips were scored, not given the prior
     assert details.set_index("filename").loc["broken.mp4", "reason"].startswith("not a readable video")
+
+
+@pytest.mark.parametrize("gpus, device, expected", [
+    (1, None, "cuda"), (1, "cpu", "cpu"), (2, "cuda:1", "cuda"), (0, None, "cpu"), (0, "cuda", None)])
+def test_model_replicas_follow_the_device_flag(gpus, device, expected):
+    if expected is None:
+        with pytest.raises(DeviceError, match="--device cuda: the Ray cluster has no GPU"):
+            replica_device(gpus, device)
+    else:
+        assert replica_device(gpus, device) == expected
 
 
 def parent(pid: int) -> int:

@@ -1,4 +1,5 @@
 """Submission tools: validate, merge and score, against sklearn as the oracle."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,16 @@ def test_validate_rejects_a_wrong_header(tmp_path):
     path.write_text("name,prob\na.mp4,0.5\n")
     with pytest.raises(io.SubmissionError, match=r"columns are \['name', 'prob'\]"):
         io.read_submission(path)
+
+
+@pytest.mark.parametrize("label, problem", [(float("nan"), "1 label(s) missing or not numbers, e.g. b.mp4"),
+                                            (float("inf"), "1 label(s) outside [0, 1]")])
+def test_a_submission_with_a_nan_or_infinite_label_is_never_written(tmp_path, label, problem):
+    path = tmp_path / "submission.csv"
+    io.write_submission(path, pd.DataFrame({"filename": ["a.mp4", "b.mp4"], "label": [0.2, 0.7]}))
+    with pytest.raises(io.SubmissionError, match=rf"submission.csv: not written: {re.escape(problem)}"):
+        io.write_submission(path, pd.DataFrame({"filename": ["a.mp4", "b.mp4"], "label": [0.2, label]}))
+    assert io.read_submission(path)["label"].tolist() == [0.2, 0.7]  # the earlier file stands
 
 
 def test_merge_joins_shards_and_refuses_duplicates_and_gaps(tmp_path):

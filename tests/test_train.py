@@ -270,6 +270,7 @@ def _train_in_child(prepared, config_dict, out):
     fit(TINY, config.train, *make_datasets(prepared, 0, config), out)
 
 
+@pytest.mark.usefixtures("cpu_only")  # bit for bit, and forks: the child must not touch CUDA
 def test_a_killed_run_resumes_where_it_stopped_and_ends_as_if_never_killed(faces_prepared, tmp_path, monkeypatch):
     """The project's ``CropDataset`` (augmented, two loader workers) in a run killed after an epoch:
     the resumed run trains only the epochs left, and ends with the weights of an unbroken run."""
@@ -302,6 +303,47 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_as_if_never_killed(faces
     assert read_checkpoint(out / "last.pt")["step"] == config.epochs * config.iterations
 
 
+class _Killed(Exception):
+    """Stands for a kill after the first epoch."""
+
+
+@pytest.mark.usefixtures("cpu_only")
+@pytest.mark.parametrize("first, then", [("fp32", "fp16"), ("fp16", "fp32")])
+def test_a_run_resumed_where_auto_resolves_otherwise_converts_its_gradient_scaler(data_dir, tmp_path, monkeypatch,
+                                                                                  caplog, first, then):
+    """``auto`` on the CPU (fp32: a disabled scaler saves an empty state) resumed where it means fp16 (a
+    T4, stood in for by fp16 autocast on the CPU), and back: the run continues, says so, and
+    ``last.pt`` records what it resolved; never an empty state loaded into an enabled scaler."""
+    def auto_means(name):
+        dtype = {"fp32": None, "fp16": torch.float16}[name]
+        monkeypatch.setattr(Precision, "resolve", classmethod(
+            lambda cls, asked, device, channels_last=False: cls(torch.device("cpu"), dtype, channels_last)))
+
+    crops = FaceCrops(face_files(data_dir, 2))
+    config = tiny_train_config(epochs=2, iterations=1, precision="auto")
+    epochs = []
+
+    def killed_after_one(*args, **kwargs):
+        epochs.append(kwargs["desc"])
+        if len(epochs) == 2:
+            raise _Killed
+        return train_one_epoch(*args, **kwargs)
+
+    auto_means(first)
+    monkeypatch.setattr(train_module, "train_one_epoch", killed_after_one)
+    with pytest.raises(_Killed):
+        fit(TINY, config, crops, crops, tmp_path)
+    saved = read_checkpoint(tmp_path / "last.pt")
+    assert (saved["precision"], bool(saved["scaler"])) == (first, first == "fp16")
+    auto_means(then)
+    monkeypatch.setattr(train_module, "train_one_epoch", train_one_epoch)
+    resumed = fit(TINY, config, crops, crops, tmp_path, resume=True)
+    assert [row["epoch"] for row in resumed.history] == [0, 1]
+    saved = read_checkpoint(tmp_path / "last.pt")
+    assert (saved["precision"], bool(saved["scaler"])) == (then, then == "fp16")
+    assert f"trained in {first}; it continues in {then} on cpu" in caplog.text
+
+
 def _ddp_rank(rank, port, files, config_dict, out):
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"})
@@ -318,6 +360,7 @@ def _ddp_rank(rank, port, files, config_dict, out):
     torch.save({"before_sync": epochs, "after": run.model.state_dict()}, out.parent / f"rank{rank}.pt")
 
 
+@pytest.mark.usefixtures("cpu_only")  # gloo ranks on the CPU, forked: never two ranks on one GPU
 def test_two_gloo_processes_train_data_parallel_to_identical_weights(data_dir, tmp_path):
     """Each rank draws other crops; DDP's averaged gradients keep the parameters equal step after step
     within an epoch (before ``sync_state`` copies rank 0's batch-norm statistics at its end), and

@@ -32,6 +32,7 @@ from models.checkpoint import CheckpointError, load_model
 from models.metrics import label_metrics
 from models.precision import Precision
 from models.strict import ConfigError
+from plumbing.device import DeviceError, default_device
 from plumbing.fileio import atomic_write
 from plumbing.logs import configure_logging
 
@@ -73,11 +74,17 @@ def train_fold(config: Path, data: Path, fold: int, run: Path) -> None:
         raise TrainingFailed
 
 
-def score_run(run: Path, data: Path, fold: int, checkpoint: str) -> pd.DataFrame:
+def scoring_precision(config: Path) -> Precision:
+    """How a config's out-of-fold crops are scored: on this machine's device (a GPU when present), in
+    the precision and memory format the config trains in (``auto``: the device's own)."""
+    train_config = train.load_config(config).train
+    return Precision.resolve(train_config.precision, default_device(), train_config.channels_last)
+
+
+def score_run(run: Path, data: Path, fold: int, checkpoint: str, precision: Precision) -> pd.DataFrame:
     """The crop scores (``video``, ``frame``, ``track``, ``label``, ``prob``) of ``run``'s
-    ``checkpoint`` on ``fold``."""
-    model = load_model(run / f"{checkpoint}.pt")
-    precision = Precision.resolve("fp32", "cpu")
+    ``checkpoint`` on ``fold``, computed as ``precision`` says."""
+    model = precision.model(load_model(run / f"{checkpoint}.pt"))
     dataset = CropDataset(data, model.config, fold)
     crops = predict(model, make_loader(dataset, batch_size=64), precision, desc=f"{run.parent.name} fold {fold} {checkpoint}")
     return dataset.table[["video", "frame", "track", "label"]].assign(prob=crops.prob.to_numpy())
@@ -99,11 +106,12 @@ def crossvalidate(configs: list[Path], data: Path, out: Path, folds: list[int], 
     come from ``resamples`` bootstrap draws (0: none, NaN bounds)."""
     tables = []
     for config in configs:
+        precision = scoring_precision(config)
         for fold in folds:
             run = run_dir(out, config, fold)
             train_fold(config, data, fold, run)
             for checkpoint in CHECKPOINTS:
-                crops = score_run(run, data, fold, checkpoint)
+                crops = score_run(run, data, fold, checkpoint, precision)
                 tables.append(crops.assign(config=config.stem, checkpoint=checkpoint, fold=fold))
     crops = pd.concat(tables, ignore_index=True)[[*KEYS, "fold", "video", "frame", "track", "label", "prob"]]
     videos = crops.groupby([*KEYS, "fold", "video"], sort=False).agg(label=("label", "first"), prob=("prob", "mean"))
@@ -171,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folds = args.folds or sorted(read_prepared(args.data)["fold"].unique().tolist())
         results = crossvalidate(args.configs, args.data, args.out, folds, args.bootstrap)
-    except (ConfigError, CheckpointError, PreparedDataError) as err:
+    except (ConfigError, CheckpointError, DeviceError, PreparedDataError) as err:
         logger.error("%s", err)
         return 2
     except TrainingFailed:

@@ -15,6 +15,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from models.strict import ConfigError
+from plumbing.device import check_device
+
 
 @dataclass(frozen=True)
 class Context:
@@ -40,19 +43,23 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value) if value else default
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
 
 
 def context() -> Context:
-    """This process's :class:`Context`, from the ``torchrun`` environment (a single process without it)."""
+    """This process's :class:`Context`, from the ``torchrun`` environment (a single process without it):
+    ``cuda:<LOCAL_RANK>`` when CUDA is present (a LOCAL_RANK without its own card is refused), else the CPU."""
     rank, local_rank, world_size = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0), _env_int("WORLD_SIZE", 1)
     if not 0 <= rank < world_size:
-        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world_size}")
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    else:
-        device = torch.device("cpu")
-    return Context(rank, local_rank, world_size, device)
+        raise ConfigError(f"RANK={rank} is outside WORLD_SIZE={world_size}")
+    if not torch.cuda.is_available():
+        return Context(rank, local_rank, world_size, torch.device("cpu"))
+    count = torch.cuda.device_count()
+    if not 0 <= local_rank < count:  # never two ranks on one card: NCCL refuses it, or they fight over its memory
+        raise ConfigError(f"LOCAL_RANK={local_rank} but this machine has {count} CUDA device(s): start at most {count} "
+                          "process(es) per machine (torchrun --nproc_per_node), or hide the GPUs (CUDA_VISIBLE_DEVICES=) "
+                          "to train on the CPU")
+    return Context(rank, local_rank, world_size, check_device(torch.device("cuda", local_rank)))
 
 
 @contextlib.contextmanager

@@ -1,23 +1,31 @@
 """A training run's life in its ``--out`` folder, shared by ``training.train`` and
 ``training.pretrain_mae``: a fresh run refuses a folder that holds one, a resumed run continues only
 with the settings it was made with, an epoch is a fixed number of batches cycled from its loader,
-and the history is written, atomically, as ``metrics.csv`` and a plot after every epoch.
+and the history is written, atomically, as ``metrics.csv`` and a plot after every epoch. ``last.pt``
+records the precision the run resolved; a run resumed where it resolves differently (an A100's bf16
+resumed on a T4 in fp16, a CPU run resumed on a GPU) carries its weights and optimizer state over and
+converts its gradient scaler (:func:`resumed_scaler`).
 """
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import pandas as pd
+import torch
 from torch.utils.data import DataLoader
 
 from models.checkpoint import read_checkpoint
+from models.precision import Precision
 from models.strict import ConfigError
 from plumbing.fileio import atomic_write
 
 #: What a resumable run's folder holds: its last epoch, with the optimizer's state.
 LAST = "last.pt"
+
+logger = logging.getLogger(__name__)
 
 
 def check_fresh(out: Path) -> None:
@@ -41,6 +49,21 @@ def resume_state(out: Path, settings: dict[str, dict[str, Any]], may_change: Ite
         raise ConfigError(f"{path}: cannot resume with a different config: "
                           + ", ".join(f"{k} {saved.get(k)!r} -> {wanted.get(k)!r}" for k in changed))
     return state
+
+
+def resumed_scaler(state: dict[str, Any] | None, precision: Precision, out: Path) -> torch.amp.GradScaler:
+    """``precision``'s gradient scaler, continuing the one the resumed checkpoint ``state`` saved (None: a
+    fresh run). Where the run resolved another precision (``state["precision"]``; in checkpoints from
+    before it was recorded, fp16 exactly when a scaler state was saved) it converts as
+    :meth:`Precision.scaler` does and says so."""
+    if state is None:
+        return precision.scaler()
+    saved = state.get("precision") or ("fp16" if state.get("scaler") else None)
+    if saved is not None and saved != precision.name:
+        logger.warning("%s trained in %s; it continues in %s on %s, with its weights and optimizer state%s",
+                       out / LAST, saved, precision.name, precision.device,
+                       " and a fresh gradient scale" if precision.scaler().is_enabled() else "")
+    return precision.scaler(state.get("scaler"))
 
 
 def epoch_batches(loader: DataLoader, epoch: int, iterations: int) -> Iterator[Any]:

@@ -34,6 +34,7 @@ from models.precision import Precision
 from models.statedict import weights_mismatch
 from models.strict import ConfigError, strict_fields
 from models.zoo import ModelConfig, default_spec, to_batch
+from plumbing.device import DeviceError, default_device
 from plumbing.fileio import atomic_write, write_figure, write_json, write_png
 from plumbing.logs import configure_logging
 from preprocessing.cropspec import read_crop_entry
@@ -42,7 +43,7 @@ from preprocessing.prepared import LANDMARK_COLUMNS, PreparedDataError, read_cro
 
 from .config import read_config
 from .engine import optimizer_step
-from .lifecycle import check_fresh, epoch_batches, resume_state, write_history
+from .lifecycle import check_fresh, epoch_batches, resume_state, resumed_scaler, write_history
 from .mae import MaskedAutoencoder, unpatchify
 from .partmask import PARTS, fill_mask, part_patches
 
@@ -133,7 +134,7 @@ def pretrain(model_config: ModelConfig, cfg: PretrainConfig, data: str | Path, o
              resume: bool = False) -> MaskedAutoencoder:
     """Pretrain on the real crops of ``data``, writing the run's files in ``out`` (see the module doc)."""
     out = Path(out)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     precision = Precision.resolve(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     model = MaskedAutoencoder(model_config, cfg.decoder_width, cfg.decoder_depth, cfg.decoder_heads)
@@ -156,13 +157,11 @@ def pretrain(model_config: ModelConfig, cfg: PretrainConfig, data: str | Path, o
     model = precision.model(model)  # before the optimizer's state is loaded: it follows its parameters' device
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * iterations)
-    scaler = precision.scaler()
+    scaler = resumed_scaler(state, precision, out)
     history: list[dict[str, Any]] = []
     if state:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        if "scaler" in state:  # runs saved before the scaler have none (they ran without one)
-            scaler.load_state_dict(state["scaler"])
         history = state["history"]
     write_json(out / "config.json", {**settings, "data": str(Path(data).resolve()), "device": str(device),
                                      "precision": precision.name, "real_crops": len(dataset)})
@@ -185,7 +184,7 @@ def pretrain(model_config: ModelConfig, cfg: PretrainConfig, data: str | Path, o
             losses.append(loss.item())
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "first_loss": losses[0], "last_loss": losses[-1],
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
-        _save(out, model, optimizer, scheduler, scaler, history, settings)
+        _save(out, model, optimizer, scheduler, scaler, precision, history, settings)
         _plot_loss(out / "loss.png", history)
         write_png(out / f"recon_epoch{epoch:03d}.png", reconstruction_grid(model, shown["image"], shown_mask))
         logger.info("epoch %d: loss %.4f (%.4f -> %.4f), %.0f s", epoch, history[-1]["loss"], losses[0], losses[-1],
@@ -193,11 +192,13 @@ def pretrain(model_config: ModelConfig, cfg: PretrainConfig, data: str | Path, o
     return model
 
 
-def _save(out: Path, model: MaskedAutoencoder, optimizer, scheduler, scaler, history: list[dict[str, Any]],
-          settings: dict[str, Any]) -> None:
-    """``last.pt`` (resumable), ``encoder.pth`` (the classifier-ready encoder) and ``metrics.csv``, atomically."""
+def _save(out: Path, model: MaskedAutoencoder, optimizer, scheduler, scaler, precision: Precision,
+          history: list[dict[str, Any]], settings: dict[str, Any]) -> None:
+    """``last.pt`` (resumable, with the resolved precision), ``encoder.pth`` (the classifier-ready encoder)
+    and ``metrics.csv``, atomically."""
     save_checkpoint(out / "last.pt", model, pretrain=settings["pretrain"], optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), history=history)
+                    scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), precision=precision.name,
+                    history=history)
     with atomic_write(out / "encoder.pth", "wb") as f:
         torch.save(model.encoder.state_dict(), f)
     write_history(out, history)
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         model_config, cfg = load_pretrain_config(args.config)
         with logging_redirect_tqdm():
             pretrain(model_config, cfg, args.data, args.out, resume=args.resume)
-    except (ConfigError, CheckpointError, PreparedDataError) as err:
+    except (ConfigError, CheckpointError, DeviceError, PreparedDataError) as err:
         logger.error("%s", err)
         return 2
     return 0

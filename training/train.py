@@ -42,6 +42,7 @@ from models.precision import Precision
 from models.statedict import weights_mismatch
 from models.strict import ConfigError
 from models.zoo import DeepfakeClassifier, ModelConfig, build_model, default_spec
+from plumbing.device import DeviceError
 from plumbing.fileio import atomic_write, write_figure, write_json
 from plumbing.logs import configure_logging
 from preprocessing.cropspec import read_crop_entry
@@ -52,7 +53,7 @@ from .config import RESUMABLE_CHANGES, RunConfig, TrainConfig, load_config
 from .dataset import CropDataset, PreparedDataError
 from .dropout import StructuredDropout
 from .engine import predict, train_one_epoch, video_metrics
-from .lifecycle import check_fresh, epoch_batches, resume_state, write_history
+from .lifecycle import check_fresh, epoch_batches, resume_state, resumed_scaler, write_history
 from .selfblend import SelfBlend
 
 logger = logging.getLogger("training.train")  # the same name under python -m
@@ -114,11 +115,10 @@ def fit(
         iterations = cfg.iterations or len(train_loader)
         optimizer = _optimizer(cfg, model)
         scheduler = _scheduler(cfg, optimizer, cfg.epochs * iterations)
-        scaler = precision.scaler()
+        scaler = resumed_scaler(state, precision, out)
         if state:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
         net = model
         if ctx.distributed:
             net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
@@ -154,7 +154,7 @@ def fit(
             if ctx.primary:
                 _save_epoch(out, evaluated, model if ema is not None else None, row, history, videos,
                             is_best=row["val_logloss"] < best_before, cfg=cfg, step=step, world_size=ctx.world_size,
-                            optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+                            optimizer=optimizer, scheduler=scheduler, scaler=scaler, precision=precision.name)
                 logger.info("epoch %d: lr %.3g, train loss %.4f, val balanced log-loss %.4f (real %.4f, fake %.4f), AUC %.3f, "
                             "%.1f images/s%s", epoch, lr, row["train_loss"], row["val_logloss"],
                             row["val_logloss_real"], row["val_logloss_fake"], row["val_auc"], row["images_per_s"],
@@ -240,8 +240,10 @@ def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer,
 
 def _save_epoch(out: Path, evaluated: nn.Module, raw: nn.Module | None, row: dict[str, Any],
                 history: list[dict[str, Any]], videos: pd.DataFrame, *, is_best: bool, cfg: TrainConfig, step: int,
-                world_size: int, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler) -> None:
-    """Write the epoch's files; ``best.pt`` before ``last.pt``, so a kill between them only repeats the epoch."""
+                world_size: int, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
+                precision: str) -> None:
+    """Write the epoch's files; ``best.pt`` before ``last.pt`` (which records the resolved ``precision``),
+    so a kill between them only repeats the epoch."""
     common = {"epoch": row["epoch"], "metrics": row, "train": cfg.to_dict()}
     if is_best:
         save_checkpoint(out / "best.pt", evaluated, **common)
@@ -252,7 +254,7 @@ def _save_epoch(out: Path, evaluated: nn.Module, raw: nn.Module | None, row: dic
         extra["train_weights"] = {k: v.detach().cpu().contiguous() for k, v in raw.state_dict().items()}
     save_checkpoint(out / "last.pt", evaluated, **common, step=step, history=history, world_size=world_size,
                     optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
-                    **extra)
+                    precision=precision, **extra)
     write_history(out, history)
     plot_curves(history, out / "curves.png")
 
@@ -322,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         with logging_redirect_tqdm():  # log lines go between the progress bars, not through them
             fit(config.model, config.train, train_set, val_set, out, resume=args.resume,
                 pretrained_file=args.pretrained_file, info=info)
-    except (ConfigError, CheckpointError, PreparedDataError) as err:
+    except (ConfigError, CheckpointError, DeviceError, PreparedDataError) as err:
         # A DataLoader worker's error arrives with the worker's traceback: its last line is the cause.
         cause = str(err).strip().splitlines()[-1]
         logger.error("%s", cause.removeprefix(f"{type(err).__module__}.{type(err).__qualname__}: "))
