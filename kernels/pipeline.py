@@ -23,6 +23,7 @@ from plumbing.scheduler import in_flight
 from preprocessing.cropspec import CropSpec
 from preprocessing.detect import FaceDetector
 from preprocessing.faces import every_face, find_faces
+from preprocessing.follow import DETECT_EVERY
 from preprocessing.image import is_image, read_input
 from preprocessing.landmarks import LandmarkDetector, LandmarkSpec
 from preprocessing.sequences import FaceSequence, run_sequences
@@ -35,15 +36,16 @@ DEADLINE_WARNING = "deadline reached with %d video(s) in progress: they get the 
 @dataclass(frozen=True)
 class Cutting:
     """How a video's faces become crops: ``specs`` (one per distinct crop key, each face is cut once
-    per spec), MTCNN on every ``detect_every``-th frame (see :func:`find_faces`), ``tracking`` (off:
-    every face of every frame in track 0, or its ``per_frame`` most confident, see :func:`every_face`),
-    at most ``max_faces`` faces (the first ones), frames at rounded or ``floor``-ed even spacing (see
-    :func:`read_frames`); for sequence models, ``runs`` runs of :data:`RUN_LENGTH` consecutive
-    frames read by the same decode, each face followed through a run made into one landmark
-    sequence per spec of ``landmarks`` (none: no runs read)."""
+    per spec), MTCNN on the whole of every ``detect_every``-th frame and around each face's last box
+    between (see :func:`find_faces`), ``tracking`` (off: every face of every frame, searched in full,
+    in track 0, or its ``per_frame`` most confident, see :func:`every_face`), at most ``max_faces``
+    faces (the first ones), frames at rounded or ``floor``-ed even spacing (see :func:`read_frames`);
+    for sequence models, ``runs`` runs of :data:`RUN_LENGTH` consecutive frames read by the same
+    decode, each face followed through a run made into one landmark sequence per spec of
+    ``landmarks`` (none: no runs read)."""
 
     specs: tuple[CropSpec, ...]
-    detect_every: int = 1
+    detect_every: int = DETECT_EVERY
     tracking: bool = True
     max_faces: int | None = None
     floor: bool = False

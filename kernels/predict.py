@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flag(p, default, "min_frames", "fewest frames when short of time")
     add_field_flag(p, default, "runs", f"runs of {RUN_LENGTH} consecutive frames per video for sequence models "
                    "(read only when one is given)")
-    add_field_flag(p, default, "detect_every", "run MTCNN on every k-th frame and interpolate the boxes between")
+    add_field_flag(p, default, "detect_every", "run MTCNN on the whole of every k-th frame, around each face's last box between")
     p.add_argument("--deadline", type=float, help="seconds for the whole folder, from start to written CSV")
     add_field_flag(p, default, "strategy", "frame -> video aggregation; None: each checkpoint's own, from its crop spec",
                    choices=sorted(STRATEGIES))

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from plumbing.device import device_failed
+from preprocessing.follow import DETECT_EVERY
 from preprocessing.video import FRAMES, RUNS
 
 from .aggregate import aggregate, logitmean
@@ -30,7 +31,7 @@ class Settings:
     strategy: str | None = None  # None: each model's own rule (its crop spec's aggregate)
     prior: float = 0.5
     eps: float = 0.01
-    detect_every: int = 1
+    detect_every: int = DETECT_EVERY
     tracking: bool = True
     max_faces: int | None = None
     floor: bool = False
@@ -46,7 +47,7 @@ class Settings:
     def signature(self, ensemble: Ensemble) -> dict:
         """What a resumed run must share with the run it continues."""
         detection = {k: v for k, v in self.detector.items()
-                     if k in ("thresholds", "min_score", "min_size", "scale", "resample")}
+                     if k in ("thresholds", "min_score", "min_size", "scale", "resample", "region_grow", "region_size")}
         return {"weights": ensemble.digests, "frames": self.frames, "min_frames": self.min_frames,
                 "specs": [m.spec.to_dict() for m in ensemble.models], **self._cutting_fields(),
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in detection.items()}}

@@ -88,6 +88,11 @@ class FaceDetector:
             ``int(side * scale)``, boxes divided by ``scale`` (0.5: the DFDC winner's half size, boxes x 2).
         resample: ``cv2`` (INTER_AREA down, INTER_LINEAR up) or ``pil`` (PIL's default bicubic resize,
             the DFDC winner's).
+        region_grow: :meth:`search_regions` searches a square this many times a face's longer side,
+            centred on it (2: half a face of room on each side for the face to move).
+        region_size: ... and resizes it to this many pixels a side, so the face is searched for at
+            about ``region_size / region_grow`` pixels whatever its size in the frame; all regions
+            of a call then batch through MTCNN together.
     """
 
     def __init__(
@@ -99,6 +104,8 @@ class FaceDetector:
         device: str | torch.device | None = None,
         scale: float | None = None,
         resample: str = "cv2",
+        region_grow: float = 2.0,
+        region_size: int = 160,
     ):
         if resample not in ("cv2", "pil"):
             raise ValueError(f"resample must be 'cv2' or 'pil', got {resample!r}")
@@ -108,6 +115,7 @@ class FaceDetector:
         self.min_score = min_score
         self.min_size = min_size
         self.batch_size = batch_size
+        self.region_grow, self.region_size = region_grow, region_size
         self.mtcnn = MTCNN(keep_all=True, thresholds=list(self.thresholds), device=self.device)
 
     def __call__(self, frames: Sequence[np.ndarray]) -> list[Detections]:
@@ -128,7 +136,37 @@ class FaceDetector:
             small = np.stack([self._resize(f, size) for f in frames[start : start + self.batch_size]])
             boxes, scores, points = self.mtcnn.detect(small, landmarks=True)
             for b, s, p in zip(boxes, scores, points):
-                results.append(self._to_frame(b, s, p, factors, (width, height)))
+                results.append(self._to_frame(b, s, p, factors, (0.0, 0.0), (width, height)))
+        return results
+
+    def region(self, box) -> tuple[int, int, int]:
+        """The square :meth:`search_regions` searches for the face ``box`` (xyxy frame pixels):
+        ``(x0, y0, side)`` in frame pixels, centred on the box, possibly reaching past the frame."""
+        x1, y1, x2, y2 = (float(v) for v in box)
+        side = max(1, round(self.region_grow * max(x2 - x1, y2 - y1)))
+        return round((x1 + x2 - side) / 2), round((y1 + y2 - side) / 2), side
+
+    def search_regions(self, frames: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[Detections]:
+        """Faces near ``boxes[i]`` in RGB ``frames[i]``, one result per pair, in frame pixels.
+
+        Each pair's :meth:`region` (the part outside the frame black) is resized to ``region_size``
+        and MTCNN runs on all of them in batches of ``batch_size``; its pyramid starts at half the
+        face's expected size (``region_size / region_grow``), so P-Net searches a few thousand
+        pixels per region instead of a whole frame. Filters as for full frames (``min_size`` of
+        the frame's short side).
+        """
+        size = self.region_size
+        self.mtcnn.min_face_size = size / self.region_grow / 2
+        results = []
+        for start in range(0, len(frames), self.batch_size):
+            pairs = list(zip(frames[start : start + self.batch_size], boxes[start : start + self.batch_size]))
+            squares = [self.region(box) for _, box in pairs]
+            patches = np.stack([self._resize(_cut(frame, *square), (size, size))
+                                for (frame, _), square in zip(pairs, squares)])
+            found = self.mtcnn.detect(patches, landmarks=True)
+            for (frame, _), (x0, y0, side), b, s, p in zip(pairs, squares, *found):
+                results.append(self._to_frame(b, s, p, (side / size, side / size), (x0, y0),
+                                              (frame.shape[1], frame.shape[0])))
         return results
 
     def _resize(self, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -136,20 +174,29 @@ class FaceDetector:
             return np.asarray(Image.fromarray(frame).resize(size))
         return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if size[0] < frame.shape[1] else cv2.INTER_LINEAR)
 
-    def _to_frame(self, boxes, scores, points, factors, full_size) -> Detections:
+    def _to_frame(self, boxes, scores, points, factors, offset, full_size) -> Detections:
         """Convert one image's MTCNN output (object arrays, ``None`` for no face) to frame pixels
-        (``factors``: frame pixels per detection pixel, x and y) and filter it."""
+        (``factors``: frame pixels per detection pixel, x and y; ``offset``: the frame position of
+        the image's top-left corner) and filter it."""
         if boxes is None:
             return Detections()
-        fx, fy = factors
-        det = Detections(
-            (np.asarray(boxes, np.float32).reshape(-1, 4) * [fx, fy, fx, fy]).astype(np.float32),
-            np.asarray(scores, np.float32).reshape(-1),
-            (np.asarray(points, np.float32).reshape(-1, 5, 2) * [fx, fy]).astype(np.float32),
-        )
+        (fx, fy), (ox, oy) = factors, offset
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4) * [fx, fy, fx, fy] + [ox, oy, ox, oy]
+        points = np.asarray(points, np.float32).reshape(-1, 5, 2) * [fx, fy] + [ox, oy]
+        det = Detections(boxes.astype(np.float32), np.asarray(scores, np.float32).reshape(-1), points.astype(np.float32))
         short_side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
         keep = (det.scores >= self.min_score) & (short_side >= self.min_size * min(full_size))
         return det.select(keep)
+
+
+def _cut(frame: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+    """The ``side`` x ``side`` square of ``frame`` at ``(x0, y0)``, black where it leaves the frame."""
+    patch = np.zeros((side, side, frame.shape[2]), frame.dtype)
+    height, width = frame.shape[:2]
+    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)
+    if xa < xb and ya < yb:
+        patch[ya - y0 : yb - y0, xa - x0 : xb - x0] = frame[ya:yb, xa:xb]
+    return patch
 
 
 #: :class:`FaceDetector`'s keyword defaults: the one place the flags and ``prepare``'s config read them from.
@@ -158,7 +205,8 @@ DEFAULTS = {name: param.default for name, param in inspect.signature(FaceDetecto
 
 
 def add_detector_arguments(parser: argparse.ArgumentParser, thresholds: Sequence[float] = KERNEL_THRESHOLDS) -> None:
-    """The detection flags every command shares: ``--thresholds --min-score --min-size --batch-size --device``."""
+    """The detection flags every command shares: ``--thresholds --min-score --min-size --batch-size
+    --region-grow --region-size --device``."""
     group = parser.add_argument_group("face detection")
     group.add_argument("--thresholds", type=float, nargs=3, default=tuple(thresholds), metavar="T",
                        help="MTCNN stage thresholds (default: %(default)s)")
@@ -166,10 +214,16 @@ def add_detector_arguments(parser: argparse.ArgumentParser, thresholds: Sequence
     group.add_argument("--min-size", type=float, default=DEFAULTS["min_size"],
                        help="drop faces smaller than this fraction of the frame's short side (default: %(default)s)")
     group.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="frames per MTCNN call (default: %(default)s)")
+    group.add_argument("--region-grow", type=float, default=DEFAULTS["region_grow"],
+                       help="between full-frame detections, search a square this many times the face's side "
+                            "around its last box (default: %(default)s)")
+    group.add_argument("--region-size", type=int, default=DEFAULTS["region_size"],
+                       help="... resized to this many pixels a side (default: %(default)s)")
     group.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
 
 
 def detector_settings(args: argparse.Namespace) -> dict:
     """:class:`FaceDetector` keyword arguments from the flags of :func:`add_detector_arguments`."""
     return {"thresholds": tuple(args.thresholds), "min_score": args.min_score, "min_size": args.min_size,
-            "batch_size": args.batch_size, "device": args.device}
+            "batch_size": args.batch_size, "region_grow": args.region_grow, "region_size": args.region_size,
+            "device": args.device}

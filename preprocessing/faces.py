@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .detect import FaceDetector
+from .follow import DETECT_EVERY, follow_faces
 from .geometry import DEFAULT_MARGIN, expand_box
-from .tracks import link_tracks
 from .video import Frames
 
 
@@ -44,43 +44,17 @@ class Face:
         }
 
 
-def key_frames(count: int, every: int) -> list[int]:
-    """Positions (0..count-1) of the frames detection runs on: every ``every``-th, and the last."""
-    return sorted(set(range(0, count, every)) | {count - 1}) if count else []
-
-
-def _fill_between(found: dict[int, tuple], positions: list[int]) -> dict[int, tuple]:
-    """One track's ``(box, score, landmarks)`` at every position between its first and last
-    detection: boxes and landmarks linearly interpolated, the score the lower of the two neighbours."""
-    filled = dict(found)
-    for a, b in zip(positions, positions[1:]):
-        (box_a, score_a, lm_a), (box_b, score_b, lm_b) = found[a], found[b]
-        for q in range(a + 1, b):
-            t = (q - a) / (b - a)
-            filled[q] = ((1 - t) * box_a + t * box_b, min(score_a, score_b), (1 - t) * lm_a + t * lm_b)
-    return filled
-
-
 def find_faces(frames: Frames, detector: FaceDetector, margin: float = DEFAULT_MARGIN,
-               detect_every: int = 1) -> list[Face]:
-    """Detect faces in ``frames``, link them into tracks and crop each with ``margin``.
-
-    With ``detect_every`` k > 1, MTCNN runs on every k-th frame (and the last) only, and each
-    track's box and landmarks are interpolated on the frames between two of its detections: about
-    k times less detection for faces that move little between sampled frames. Detections that
-    belong to no kept track (see :func:`link_tracks`) are dropped. Faces come out ordered by frame,
-    then track.
+               detect_every: int = DETECT_EVERY) -> list[Face]:
+    """Find and follow the faces of ``frames`` (see :func:`follow_faces`: MTCNN on the whole frame
+    every ``detect_every``-th frame, the last, and where a track is lost; around each track's last
+    box in between) and crop each with ``margin``. Detections that belong to no kept track (see
+    :func:`link_tracks`) are dropped. Faces come out ordered by frame, then track.
     """
-    keys = key_frames(len(frames), max(1, detect_every))
-    detections = detector([frames.images[i] for i in keys])
-    track_ids = link_tracks([d.boxes for d in detections])
-    tracks: dict[int, dict[int, tuple]] = {}
-    for position, det, ids in zip(keys, detections, track_ids):
-        for k, track in enumerate(ids):
-            if track >= 0:
-                tracks.setdefault(int(track), {})[position] = (det.boxes[k], float(det.scores[k]), det.landmarks[k])
-    faces = [_face(frames, position, track, box, score, landmarks, margin) for track, found in tracks.items()
-             for position, (box, score, landmarks) in _fill_between(found, sorted(found)).items()]
+    followed = follow_faces(frames.images, detector, detect_every)
+    faces = [_face(frames, position, int(track), det.boxes[k], det.scores[k], det.landmarks[k], margin)
+             for position, (det, ids) in enumerate(zip(followed.detections, followed.tracks))
+             for k, track in enumerate(ids)]
     return sorted(faces, key=lambda f: (f.frame, f.track))
 
 

@@ -62,7 +62,7 @@ log = logging.getLogger("prepare")
 #: Settings that change what is written for a video: a run resuming into an --out made with other
 #: values would mix two kinds of crops, so it stops (unless --overwrite).
 OUTPUT_SETTINGS = ("dataset", "root", "labels", "frames", "margin", "thresholds", "min_score", "min_size",
-                   "mask", "mask_blur", "mask_threshold")
+                   "region_grow", "region_size", "mask", "mask_blur", "mask_threshold")
 
 
 @dataclass

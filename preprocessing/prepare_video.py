@@ -43,8 +43,8 @@ class PrepareConfig:
     """Everything a run depends on; written, resolved, to ``<out>/config.json``.
 
     ``frames``: evenly spaced frames per video; ``margin``: crop margin per side as a fraction of
-    the box; ``thresholds``/``min_score``/``min_size``: the detector's (``min_size`` a fraction of
-    the frame's short side); ``mask``: ``pixel`` or ``ssim``, with ``mask_blur`` (Gaussian sigma,
+    the box; ``thresholds``/``min_score``/``min_size``/``region_grow``/``region_size``: the detector's
+    (``min_size`` a fraction of the frame's short side); ``mask``: ``pixel`` or ``ssim``, with ``mask_blur`` (Gaussian sigma,
     pixels) and ``mask_threshold`` (dissimilarity in [0, 1]; None: the method's default);
     ``workers``: processes (0: run in this process; with ``engine`` ``ray``, the CPUs of embedded
     Ray); ``engine``: ``local`` or ``ray`` (embedded, or on the cluster at ``address``); ``shard``:
@@ -67,6 +67,8 @@ class PrepareConfig:
     seed: int = 0
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     batch_size: int = DETECTOR["batch_size"]
+    region_grow: float = DETECTOR["region_grow"]
+    region_size: int = DETECTOR["region_size"]
     device: str | None = None
     shard: str = "0/1"
     overwrite: bool = False
@@ -130,9 +132,11 @@ def use_device(device: str) -> None:
 def _detector(config: PrepareConfig) -> FaceDetector:
     """One detector per process and setting, made on first use (aligned fakes never need one), on this
     process's device (:func:`use_device`), else the config's."""
-    key = (config.thresholds, config.min_score, config.min_size, config.batch_size, _device or config.device)
+    settings = {name: getattr(config, name) for name in DETECTOR if hasattr(config, name)}
+    settings["device"] = _device or config.device
+    key = tuple(settings.items())
     if key not in _detectors:
-        _detectors[key] = FaceDetector(*key)
+        _detectors[key] = FaceDetector(**settings)
     return _detectors[key]
 
 

@@ -195,20 +195,3 @@ def test_link_tracks_drops_spurious_tracks(extra, reason):
 
 def test_link_tracks_on_no_detections():
     assert [i.tolist() for i in link_tracks([_boxes(), _boxes()])] == [[], []]
-
-
-def test_detecting_every_other_frame_interpolates_the_rest(data_dir, detector):
-    """Measured on 32 frames: interpolated boxes overlap detected ones by IoU >= 0.86 on 183, whose
-    subject moves smoothly; on 253, where she jumps aside between two frames, by 0.36."""
-    frames = read_frames(data_dir / "ffpp/original_sequences/youtube/c40/videos/183.mp4", 32)
-    every = {f.frame: f for f in find_faces(frames, detector)}
-    sparse = {f.frame: f for f in find_faces(frames, detector, detect_every=2)}
-    assert sorted(sparse) == sorted(every) == frames.indices.tolist()  # a face in every frame
-    keys = {int(frames.indices[i]) for i in [*range(0, 32, 2), 31]}  # every other position, and the last
-    for frame, face in sparse.items():
-        if frame in keys:
-            np.testing.assert_allclose(face.box, every[frame].box, atol=1e-3)
-        else:  # between two detections: the box and landmarks lie between theirs
-            assert box_iou(face.box, every[frame].box)[0, 0] > 0.8
-        x1, y1, x2, y2 = face.crop_box
-        assert face.crop.shape == (y2 - y1, x2 - x1, 3)

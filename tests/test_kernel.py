@@ -367,9 +367,11 @@ def reference_probs(checkpoint: Path, frames: list[np.ndarray], boxes: list[np.n
 
 @pytest.fixture(scope="module")
 def kernel_record(data_dir, ensemble, tmp_path_factory) -> dict:
-    """The kernel's progress record of one real one-face clip at 4 frames."""
+    """The kernel's progress record of one real one-face clip at 4 frames, each searched in full
+    (``detect_every=1``), so that MTCNN on the whole frame gives the reference the same boxes."""
     out = tmp_path_factory.mktemp("one") / "submission.csv"
-    runner.run([("183.mp4", data_dir / CLIPS[0])], ensemble, out, scoring.Settings(frames=4, workers=0))
+    runner.run([("183.mp4", data_dir / CLIPS[0])], ensemble, out,
+               scoring.Settings(frames=4, workers=0, detect_every=1))
     return json.loads(out.with_suffix(".progress.jsonl").read_text().splitlines()[1])
 
 

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from kernels.api import load_ensemble, score_videos
-from kernels.predict import default_weights
+from kernels.inputs import default_weights
 from models.precision import Precision, auto_precision
 from plumbing.device import DeviceError, check_device
 from tests.conftest import DEMO_CLIPS, find_data

@@ -3,8 +3,9 @@
     python -m tests.benchmarks.kernel [--weights W.pt ...] [--frames 32] [--overlap] [--baseline CSV]
 
 Clips: the issue's eight (4 FF++ c40 fakes, 2 DFD 1080p originals, 2 DFDC 1080p), linked under
-unique names. Reference (``--reference DIR --out CSV``, run here as its own command): every frame
-decoded with ``read()``, MTCNN per frame at half scale, the models in fp32, one video at a time.
+unique names. Reference (``--reference DIR --out CSV``, run here as its own command), decoding as the
+DFDC winner's kernel did: ``grab()`` every frame, ``retrieve()`` only the sampled ones; MTCNN on the
+whole of each sampled frame at half size, one frame per call; the models in fp32; one video at a time.
 Kernel: ``python -m kernels.predict`` with its defaults. Floor: decoding the sampled frames plus the
 models' forward pass on the crops, nothing else. Also prints the start-up parts (imports, worker
 spawn, model load, precision probe cold and cached) and, with ``--overlap``, the kernel with and
@@ -28,8 +29,9 @@ import torch
 
 from kernels.aggregate import aggregate
 from kernels.ensemble import CACHE_ENV, Ensemble, choose_precision
-from kernels.pipeline import Workers, iterate_faces
 from kernels.inputs import default_weights
+from kernels.pipeline import Cutting, Workers, iterate_faces
+from preprocessing.cropspec import CropSpec
 from preprocessing.detect import FaceDetector
 from preprocessing.faces import find_faces
 from preprocessing.video import Frames, read_frames, sample_indices
@@ -51,10 +53,7 @@ def issue_clips(data: Path, folder: Path) -> Path:
 
 def reference(folder: Path, weights: list[Path], frames: int, out: Path) -> None:
     """Score ``folder`` the straightforward way into ``out`` (``filename, label, seconds``)."""
-    import preprocessing.detect as detect
-
-    detect.detection_scale = lambda height, width: 0.5  # the reference always halves
-    detector = FaceDetector(batch_size=1)
+    detector = FaceDetector(batch_size=1, scale=0.5)
     ensemble = Ensemble.load(weights, precision="fp32")
     rows = []
     for clip in sorted(folder.iterdir()):
@@ -62,15 +61,14 @@ def reference(folder: Path, weights: list[Path], frames: int, out: Path) -> None
         capture = cv2.VideoCapture(str(clip))
         wanted = set(sample_indices(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), frames).tolist())
         kept, index = {}, 0
-        while True:
-            ok, bgr = capture.read()
-            if not ok:
-                break
+        while capture.grab():
             if index in wanted:
-                kept[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                ok, bgr = capture.retrieve()
+                if ok:
+                    kept[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             index += 1
         sampled = Frames(str(clip), np.array(sorted(kept)), [kept[i] for i in sorted(kept)], index, 0.0)
-        faces = find_faces(sampled, detector)
+        faces = find_faces(sampled, detector, detect_every=1)
         label = 0.5
         if faces:
             probs, tracks = ensemble.predict([f.crop for f in faces]), [f.track for f in faces]
@@ -109,7 +107,8 @@ def startup(weights: list[Path], clip: Path) -> dict[str, float]:
     """Seconds of each start-up part, measured apart."""
     parts = {"imports": command(["kernels.predict", "--help"])}
     start = time.perf_counter()
-    first = next(iterate_faces([(clip.name, clip)], lambda left: 1, lambda: 1e9, {}, 0.3, Workers({}, 1)))
+    cutting = Cutting((CropSpec((224, 224)),))
+    first = next(iterate_faces([(clip.name, clip)], lambda left: 1, lambda: 1e9, {}, cutting, Workers({}, 1)))
     parts["worker spawn + MTCNN"] = time.perf_counter() - start - first.seconds
     start = time.perf_counter()
     models = [load_model(w, torch.device("cpu")) for w in weights]

@@ -1,0 +1,102 @@
+"""Following faces with region searches between full-frame detections, on real clips and real MTCNN."""
+from functools import lru_cache
+
+import numpy as np
+
+from preprocessing.detect import FaceDetector
+from preprocessing.follow import follow_faces, key_frames
+from preprocessing.geometry import box_iou
+from preprocessing.video import read_frames
+from tests.conftest import find_data
+
+YOUTUBE = "ffpp/original_sequences/youtube/c40/videos/"
+
+
+@lru_cache(maxsize=None)
+def frames_of(name: str, count: int) -> tuple:
+    return tuple(read_frames(find_data() / name, count).images)
+
+
+def shifted(image: np.ndarray, dx: int) -> np.ndarray:
+    """``image`` moved ``dx`` pixels right, black where it left the frame (a camera pan)."""
+    out = np.zeros_like(image)
+    out[:, dx:] = image[:, : image.shape[1] - dx]
+    return out
+
+
+def assert_matches_full_detection(followed, images, detector, min_iou=0.8):
+    for position, (found, full) in enumerate(zip(followed.detections, detector(list(images)))):
+        assert len(found) == len(full), position
+        assert box_iou(found.boxes, full.boxes).max(axis=1).min() >= min_iou, position
+
+
+def test_key_frames_are_every_kth_and_the_last():
+    assert key_frames(10, 4) == [0, 4, 8, 9] and key_frames(1, 8) == [0] and key_frames(0, 8) == []
+
+
+def test_a_face_moving_across_the_frame_is_followed(data_dir, detector):
+    """183's subject, panned 60 px right a frame (about a quarter of her face), is followed by region
+    searches alone from the first frame to the last, her boxes where full detection puts them."""
+    images = [shifted(image, 60 * i) for i, image in enumerate(frames_of(YOUTUBE + "183.mp4", 8))]
+    followed = follow_faces(images, detector, every=8)
+    assert followed.full == [0, 7]
+    assert [ids.tolist() for ids in followed.tracks] == [[0]] * 8
+    assert_matches_full_detection(followed, images, detector)
+    positions, faces = followed.track(0)
+    assert positions.tolist() == list(range(8)) and faces.landmarks.shape == (8, 5, 2)
+    assert faces.boxes[-1, 0] - faces.boxes[0, 0] > 300  # she did cross the frame
+
+
+def test_a_lost_track_triggers_a_full_detection(data_dir, detector):
+    """253's subject jumps aside between two sampled frames (23 and 24 of 32): the region around
+    her last box cuts her face, so that frame is searched in full and she is followed on from there."""
+    images = frames_of(YOUTUBE + "253.mp4", 32)[18:28]
+    followed = follow_faces(images, detector, every=16)
+    assert followed.full == [0, 5, 9]
+    assert [len(ids) for ids in followed.tracks] == [1] * 10
+    assert_matches_full_detection(followed, images, detector)
+
+
+def test_a_face_entering_between_key_frames_is_found_at_the_next(data_dir, detector):
+    """Two people side by side, the second appearing at position 2: found at key frame 4, then
+    followed; the two stay two tracks, each in its own half."""
+    left, right = (frames_of(YOUTUBE + name, 8) for name in ("183.mp4", "599.mp4"))
+    images = [np.hstack([a, b if i >= 2 else np.full_like(b, 90)]) for i, (a, b) in enumerate(zip(left, right))]
+    followed = follow_faces(images, detector, every=4)
+    assert followed.full == [0, 4, 7]
+    first, second = followed.track(0), followed.track(1)
+    assert first[0].tolist() == list(range(8)) and second[0].tolist() == [4, 5, 6, 7]
+    assert np.all(first[1].boxes[:, 2] <= 1280) and np.all(second[1].boxes[:, 0] >= 1280)
+    for position in range(4, 8):
+        full = detector([images[position]])[0]
+        assert len(full) == 2 and box_iou(followed.detections[position].boxes, full.boxes).max(axis=1).min() >= 0.8
+
+
+def test_known_faces_start_the_tracks(data_dir, detector):
+    """Faces already known at the first frame are followed without a full search there."""
+    images = frames_of(YOUTUBE + "183.mp4", 8)[:4]
+    start = detector([images[0]])[0]
+    followed = follow_faces(images, detector, every=8, start=start)
+    assert followed.full == [3]
+    assert followed.tracks[0].tolist() == [0]
+    np.testing.assert_array_equal(followed.detections[0].boxes, start.boxes)
+
+
+def pnet_pixels(detector: FaceDetector, search) -> tuple[int, list]:
+    """Pixels P-Net was run on (all pyramid levels, all images) by ``search()``, and its result."""
+    pixels = []
+    hook = detector.mtcnn.pnet.register_forward_hook(lambda m, i, o: pixels.append(int(np.prod(i[0].shape[-3:]))))
+    try:
+        found = search()
+    finally:
+        hook.remove()
+    return sum(pixels) // 3, found
+
+
+def test_the_region_search_pyramid_is_a_small_fraction_of_the_full_one(data_dir, detector):
+    first, second = frames_of(YOUTUBE + "183.mp4", 8)[:2]
+    box = detector([first])[0].boxes[0]
+    full_pixels, full = pnet_pixels(detector, lambda: detector([second])[0])
+    region_pixels, (region,) = pnet_pixels(detector, lambda: detector.search_regions([second], [box]))
+    assert region_pixels < full_pixels / 20  # about 4.7 thousand against 167 thousand (720p at half size)
+    assert box_iou(region.boxes, full.boxes).max() > 0.8
