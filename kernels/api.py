@@ -59,7 +59,7 @@ class Scores:
 
 def load_ensemble(weights: Sequence[str | Path] | None = None, model_weights: Sequence[float] | None = None,
                   device: str | None = None, precision: str = "auto") -> Ensemble:
-    """Load checkpoints (default: every ``weights/*.pt``) strictly; a bad file raises ``CheckpointError``."""
+    """Load checkpoints (default: every frame model in ``weights/``) strictly; a bad file raises ``CheckpointError``."""
     return Ensemble.load(list(weights) if weights else default_weights(), model_weights, device, precision)
 
 
@@ -73,35 +73,37 @@ def on_device(settings: dict, device: str | torch.device) -> dict:
 
 
 def frame_table(records: Sequence[dict], ensemble: Ensemble, crops: dict[str, list] | None = None) -> pd.DataFrame:
-    """One row per face crop of scored videos: ``filename, frame, track, prob_<model>..., prob``
-    (``prob`` = the ensemble's weighted mean) and ``crop`` (RGB uint8 array, a PNG path, or None
+    """One row per face crop of scored videos: ``filename, frame, track, prob_<frame model>..., prob``
+    (``prob`` = the frame models' weighted mean) and ``crop`` (RGB uint8 array, a PNG path, or None
     when the crop was not kept, e.g. for a video resumed from an earlier run)."""
+    names = [name for name, _, _ in ensemble.frame_models]
     rows = []
-    for record in records:
+    for record in records if names else ():
         if record["status"] != "ok":
             continue
         kept = (crops or {}).get(record["filename"]) or [None] * len(record["frame_ids"])
         for i, (frame, track) in enumerate(zip(record["frame_ids"], record["track_ids"])):
             row = {"filename": record["filename"], "frame": frame, "track": track}
-            row.update({f"prob_{name}": record["probs"][name][i] for name in ensemble.names})
-            row["prob"] = float(sum(w * row[f"prob_{n}"] for n, w in zip(ensemble.names, ensemble.weights)))
+            row.update({f"prob_{name}": record["probs"][name][i] for name in names})
+            row["prob"] = ensemble.combine({name: row[f"prob_{name}"] for name in names})
             row["crop"] = kept[i]
             rows.append(row)
-    columns = ["filename", "frame", "track", *(f"prob_{n}" for n in ensemble.names), "prob", "crop"]
+    columns = ["filename", "frame", "track", *(f"prob_{n}" for n in names), "prob", "crop"]
     return pd.DataFrame(rows, columns=columns)
 
 
 def track_table(frames: pd.DataFrame, ensemble: Ensemble, strategy: str) -> pd.DataFrame:
-    """One row per face track: ``filename, track, frames, score_<model>..., score``, each model's
-    frames reduced by ``strategy``'s per-track rule and the models by their weighted mean."""
+    """One row per face track: ``filename, track, frames, score_<frame model>..., score``, each
+    model's frames reduced by ``strategy``'s per-track rule and the models by their weighted mean."""
     per_track = STRATEGIES[strategy][0]
+    names = [name for name, _, _ in ensemble.frame_models]
     rows = []
     for (filename, track), group in frames.groupby(["filename", "track"], sort=True):
         row = {"filename": filename, "track": track, "frames": len(group)}
-        row.update({f"score_{n}": per_track(group[f"prob_{n}"].to_numpy()) for n in ensemble.names})
-        row["score"] = float(sum(w * row[f"score_{n}"] for n, w in zip(ensemble.names, ensemble.weights)))
+        row.update({f"score_{n}": per_track(group[f"prob_{n}"].to_numpy()) for n in names})
+        row["score"] = ensemble.combine({n: row[f"score_{n}"] for n in names})
         rows.append(row)
-    columns = ["filename", "track", "frames", *(f"score_{n}" for n in ensemble.names), "score"]
+    columns = ["filename", "track", "frames", *(f"score_{n}" for n in names), "score"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -109,7 +111,7 @@ def score_videos(videos: str | Path | Sequence[str | Path], ensemble: Ensemble |
                  out: str | Path = "output/scores/submission.csv", crops_dir: str | Path | None = None,
                  keep_crops: bool = True, fresh: bool = False, workers: Workers | None = None, **settings) -> Scores:
     """Score one video, a list of videos or a folder (searched recursively) with ``ensemble`` (an
-    :class:`Ensemble` or checkpoint paths; default ``weights/*.pt``).
+    :class:`Ensemble` or checkpoint paths; default: every frame model in ``weights/``).
 
     Writes what ``python -m kernels.predict`` writes at ``out`` (submission, details, resume log).
     ``settings`` are :class:`kernels.scoring.Settings` fields (``frames``, ``strategy``, ``workers``,
@@ -142,7 +144,7 @@ def score_videos(videos: str | Path | Sequence[str | Path], ensemble: Ensemble |
     frames = frame_table([records[name] for name, _ in sorted(named) if name in records], ensemble, crops)
     details.insert(1, "path", details["filename"].map(paths))
     table = details.sort_values(["label", "filename"], ascending=[False, True], kind="stable").reset_index(drop=True)
-    strategy = config.strategy or ensemble.models[0].spec.aggregate
+    strategy = config.strategy or next((m.spec.aggregate for _, m, _ in ensemble.frame_models), "logitmean")
     return Scores(table, track_table(frames, ensemble, strategy), frames, list(ensemble.names), strategy)
 
 

@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="the bundle folder to create")
     p.add_argument("--weights", type=Path, nargs="+", default=defaults.weights,
-                   help="checkpoints (default: every weights/*.pt)")
+                   help="checkpoints (default: every frame model in weights/)")
     p.add_argument("--skip", nargs="*", default=defaults.skip,
                    help="requirements the Kaggle image already ships (default: %(default)s)")
     add_field_flag(p, defaults, "python", "the notebook's Python")

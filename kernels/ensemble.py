@@ -1,4 +1,5 @@
-"""Several checkpoints scoring the same face crops, each with its own size and normalisation."""
+"""Several checkpoints scoring one video: frame models its face crops (each with its own size and
+normalisation), sequence models its faces' landmark sequences (each with its own landmark spec)."""
 from __future__ import annotations
 
 import contextlib
@@ -17,11 +18,13 @@ import torch
 from skimage import data
 
 from models.checkpoint import load_model
+from models.lrnet import LRNet
 from models.precision import PRECISIONS, auto_precision
 from models.zoo import DeepfakeClassifier, to_batch
+from plumbing.device import check_device, default_device
 from plumbing.fileio import write_json
 from preprocessing.cropspec import CropSpec
-from plumbing.device import check_device, default_device
+from preprocessing.landmarks import LandmarkSpec
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +131,10 @@ def file_digest(path: str | Path) -> str:
 
 @dataclass
 class Ensemble:
-    """Models with names (checkpoint file stems) and weights for the mean across models."""
+    """Models with names (checkpoint file stems) and weights for the mean across models: frame
+    models (:class:`DeepfakeClassifier`) and sequence models (:class:`LRNet`, always fp32)."""
 
-    models: list[DeepfakeClassifier]
+    models: list[DeepfakeClassifier | LRNet]
     names: list[str]
     weights: np.ndarray
     digests: list[str]
@@ -145,25 +149,27 @@ class Ensemble:
     def load(cls, paths: Sequence[str | Path], weights: Sequence[float] | None = None,
              device: str | torch.device | None = None, precision: str = "auto", batch_size: int = 32,
              spec: dict | None = None) -> "Ensemble":
-        """Load every checkpoint (strictly; a bad one raises ``CheckpointError`` naming it); ``spec``:
-        crop spec fields that replace every checkpoint's own (``None`` values are ignored).
+        """Load every checkpoint, of either family (strictly; a bad one raises ``CheckpointError``
+        naming it); ``spec``: crop spec fields that replace every frame model's own (``None`` values
+        are ignored).
 
         ``device="meta"`` describes the ensemble without holding its weights (names, digests, crop
-        specs, calibrations: what a driver whose models run elsewhere needs); its precisions stay
-        as asked, for the processes that run the models to resolve."""
+        and landmark specs, calibrations: what a driver whose models run elsewhere needs); its
+        precisions stay as asked, for the processes that run the models to resolve."""
         if not paths:
             raise ValueError("no checkpoint given")
         if weights is not None and len(weights) != len(paths):
             raise ValueError(f"{len(weights)} model weights given for {len(paths)} checkpoints")
         device = check_device(device) if device is not None else default_device()
-        models = [load_model(p, device) for p in paths]
+        models = [load_model(p, device, family=None) for p in paths]
         spec = {k: v for k, v in (spec or {}).items() if v is not None}
         for model in models:
-            model.spec = model.spec.replace(**spec)
+            if not isinstance(model, LRNet):
+                model.spec = model.spec.replace(**spec)
         digests = [file_digest(p) for p in paths]
-        precisions = [precision if device.type == "meta" else choose_precision(m, precision, device, d)
-                      for m, d in zip(models, digests)]
-        models = [_layout(m, p, device) for m, p in zip(models, precisions)]
+        precisions = ["fp32" if isinstance(m, LRNet) else precision if device.type == "meta"
+                      else choose_precision(m, precision, device, d) for m, d in zip(models, digests)]
+        models = [m if isinstance(m, LRNet) else _layout(m, p, device) for m, p in zip(models, precisions)]
         names, seen = [], {}
         for p in paths:
             stem = Path(p).stem
@@ -176,25 +182,40 @@ class Ensemble:
                    [str(Path(p).resolve()) for p in paths], precision, spec)
 
     @property
+    def frame_models(self) -> list[tuple[str, DeepfakeClassifier, str]]:
+        """``(name, model, precision)`` of every frame model, in order."""
+        return [(n, m, p) for n, m, p in zip(self.names, self.models, self.precisions) if not isinstance(m, LRNet)]
+
+    @property
+    def sequence_models(self) -> list[tuple[str, LRNet]]:
+        """``(name, model)`` of every sequence model, in order."""
+        return [(n, m) for n, m in zip(self.names, self.models) if isinstance(m, LRNet)]
+
+    @property
+    def landmark_specs(self) -> tuple[LandmarkSpec, ...]:
+        """The distinct landmark specs of the sequence models, in order: how each face run must be read."""
+        return tuple(dict.fromkeys(model.spec for _, model in self.sequence_models))
+
+    @property
     def crop_specs(self) -> tuple[CropSpec, ...]:
-        """One spec per distinct crop key, in model order: how each face must be cut."""
+        """One spec per distinct crop key, in frame-model order: how each face must be cut."""
         specs: dict[tuple, CropSpec] = {}
-        for model in self.models:
+        for _, model, _ in self.frame_models:
             specs.setdefault(model.spec.crop_key, model.spec)
         return tuple(specs.values())
 
     @torch.inference_mode()
     def predict(self, cuts: dict[tuple, Sequence[np.ndarray]] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """Fake probability of every face, per model name, from ``cuts`` (RGB crops by crop key, one
-        list per :attr:`crop_specs` entry, the faces in one order; or one list of crops every model
-        reads); each batch is resized once per spec."""
+        """Fake probability of every face, per frame model's name, from ``cuts`` (RGB crops by crop
+        key, one list per :attr:`crop_specs` entry, the faces in one order; or one list of crops every
+        model reads); each batch is resized once per spec."""
         if not isinstance(cuts, dict):
             cuts = {spec.crop_key: cuts for spec in self.crop_specs}
-        out = {name: [] for name in self.names}
+        out = {name: [] for name, _, _ in self.frame_models}
         count = len(next(iter(cuts.values()), []))
         for start in range(0, count, self.batch_size):
             batches: dict[CropSpec, torch.Tensor] = {}
-            for name, model, precision in zip(self.names, self.models, self.precisions):
+            for name, model, precision in self.frame_models:
                 spec = model.spec
                 if spec not in batches:
                     batches[spec] = to_batch(cuts[spec.crop_key][start : start + self.batch_size], spec).to(self.device)
@@ -206,6 +227,22 @@ class Ensemble:
                 out[name].append(torch.sigmoid(logits.double()).cpu().numpy())  # float64: logits stay recoverable
         return {name: np.concatenate(probs) if probs else np.zeros(0) for name, probs in out.items()}
 
+    @torch.inference_mode()
+    def predict_blocks(self, sequences: dict[LandmarkSpec, Sequence[np.ndarray]]) -> dict[str, np.ndarray]:
+        """Per sequence model's name: the fake probability of every block of its ``sequences`` ((T, 136)
+        landmark sequences by landmark spec, one list per :attr:`landmark_specs` entry), sequence by
+        sequence. A sequence shorter than the model's block gives none."""
+        out = {}
+        for name, model in self.sequence_models:
+            blocks = [model.blocks(sequence) for sequence in sequences.get(model.spec, [])]
+            count = sum(len(b) for b in blocks)
+            out[name] = model(torch.cat(blocks).to(self.device)).double().cpu().numpy() if count else np.zeros(0)
+        return out
+
     def combine(self, scores: dict[str, float]) -> float:
-        """Weighted mean of per-model video scores."""
-        return float(sum(w * scores[n] for n, w in zip(self.names, self.weights)))
+        """Weighted mean of the per-model video scores given: a model without a score (one that
+        abstained on this video) leaves the others' weights to decide, renormalised."""
+        present = [(w, scores[n]) for n, w in zip(self.names, self.weights) if n in scores]
+        if not present or sum(w for w, _ in present) <= 0:
+            raise ValueError(f"no model with a positive weight scored this video (scores: {sorted(scores)})")
+        return float(sum(w * s for w, s in present) / sum(w for w, _ in present))

@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from models.checkpoint import checkpoint_family
 from preprocessing.sample import resolve_videos
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
 def default_weights() -> list[Path]:
-    """The checkpoints shipped in ``weights/`` (``*.pt``), sorted."""
-    return sorted(WEIGHTS_DIR.glob("*.pt"))
+    """The frame-model checkpoints shipped in ``weights/`` (``*.pt``), sorted; a sequence model
+    (``lrnet_*.pt``) runs only where ``--weights`` names it. Raises ``CheckpointError`` for an unreadable file."""
+    return sorted(path for path in WEIGHTS_DIR.glob("*.pt") if checkpoint_family(path) == "frame")
 
 
 def named_videos(given: Sequence[Path] | None, sample_dir: Path) -> list[tuple[str, Path]]:

@@ -24,8 +24,10 @@ from preprocessing.cropspec import CropSpec
 from preprocessing.detect import FaceDetector
 from preprocessing.faces import every_face, find_faces
 from preprocessing.follow import DETECT_EVERY
-from preprocessing.image import read_input
-from preprocessing.video import VideoReadError
+from preprocessing.image import is_image, read_input
+from preprocessing.landmarks import LandmarkDetector, LandmarkSpec
+from preprocessing.sequences import FaceSequence, run_sequences
+from preprocessing.video import RUN_LENGTH, RUNS, VideoReadError
 
 #: What the scheduler logs when the deadline stops a run of either engine (``%d``: videos in flight).
 DEADLINE_WARNING = "deadline reached with %d video(s) in progress: they get the prior"
@@ -37,7 +39,10 @@ class Cutting:
     per spec), MTCNN on the whole of every ``detect_every``-th frame and around each face's last box
     between (see :func:`find_faces`), ``tracking`` (off: every face of every frame, searched in full,
     in track 0, or its ``per_frame`` most confident, see :func:`every_face`), at most ``max_faces``
-    faces (the first ones), frames at rounded or ``floor``-ed even spacing (see :func:`read_frames`)."""
+    faces (the first ones), frames at rounded or ``floor``-ed even spacing (see :func:`read_frames`);
+    for sequence models, ``runs`` runs of :data:`RUN_LENGTH` consecutive frames read by the same
+    decode, each face followed through a run made into one landmark sequence per spec of
+    ``landmarks`` (none: no runs read)."""
 
     specs: tuple[CropSpec, ...]
     detect_every: int = DETECT_EVERY
@@ -45,12 +50,16 @@ class Cutting:
     max_faces: int | None = None
     floor: bool = False
     per_frame: int | None = None
+    runs: int = RUNS
+    landmarks: tuple[LandmarkSpec, ...] = ()
 
 
 @dataclass
 class VideoFaces:
     """A video's face crops, or why there are none (``error``). ``crops`` holds the crops of the
-    first spec (what a report shows), ``cuts`` every spec's, by :attr:`CropSpec.crop_key`."""
+    first spec (what a report shows), ``cuts`` every spec's, by :attr:`CropSpec.crop_key`;
+    ``sequences``: the landmark sequences of its runs' faces by landmark spec, or why there are
+    none (``no_sequence``)."""
 
     filename: str
     frames_requested: int
@@ -61,31 +70,57 @@ class VideoFaces:
     cuts: dict[tuple, list[np.ndarray]] = field(default_factory=dict)
     error: str = ""
     seconds: float = 0.0
+    sequences: dict[LandmarkSpec, list[FaceSequence]] = field(default_factory=dict)
+    no_sequence: str = ""
 
 
 def detect_video(filename: str, path: str | Path, frames: int, detector: FaceDetector, cutting: Cutting) -> VideoFaces:
-    """Read ``frames`` frames of one video, find its faces and cut them as ``cutting`` says;
-    unreadable files become an ``error``."""
+    """Read ``frames`` frames of one video (and its runs, for sequence models), find its faces and
+    cut them (make their landmark sequences) as ``cutting`` says; unreadable files become an ``error``."""
     start = time.perf_counter()
     result = VideoFaces(filename, frames)
     try:
-        sampled = read_input(path, frames, floor=cutting.floor)
-        faces = find_faces(sampled, detector, detect_every=cutting.detect_every) if cutting.tracking \
-            else every_face(sampled, detector, per_frame=cutting.per_frame)
-        faces = faces[: cutting.max_faces]
-        position = {int(index): i for i, index in enumerate(sampled.indices)}
+        sampled = read_input(path, frames, floor=cutting.floor, runs=cutting.runs if cutting.landmarks else 0)
+        if cutting.landmarks:
+            result.sequences = run_sequences(sampled, detector, {spec: _landmarker(spec) for spec in cutting.landmarks})
+            result.no_sequence = _no_sequence(path, sampled.frame_count, result.sequences)
         result.frames_read = len(sampled)
-        result.frame_ids = [f.frame for f in faces]
-        result.track_ids = [f.track for f in faces]
-        result.cuts = {spec.crop_key: [spec.cut(sampled.images[position[f.frame]], f.box) for f in faces]
-                       for spec in cutting.specs}
-        result.crops = result.cuts[cutting.specs[0].crop_key]
-        if not faces:
-            result.error = f"no face found in {len(sampled)} frames"
+        if cutting.specs:  # frame models: the spread frames' faces
+            faces = find_faces(sampled, detector, detect_every=cutting.detect_every) if cutting.tracking \
+                else every_face(sampled, detector, per_frame=cutting.per_frame)
+            faces = faces[: cutting.max_faces]
+            position = {int(index): i for i, index in enumerate(sampled.indices)}
+            result.frame_ids = [f.frame for f in faces]
+            result.track_ids = [f.track for f in faces]
+            result.cuts = {spec.crop_key: [spec.cut(sampled.images[position[f.frame]], f.box) for f in faces]
+                           for spec in cutting.specs}
+            result.crops = result.cuts[cutting.specs[0].crop_key]
+            if not faces:
+                result.error = f"no face found in {len(sampled)} frames"
     except VideoReadError as err:
         result.error = err.cause
     result.seconds = time.perf_counter() - start
     return result
+
+
+_landmarkers: dict[str, LandmarkDetector] = {}  # per process: each landmark model loads once
+
+
+def _landmarker(spec: LandmarkSpec) -> LandmarkDetector:
+    if spec.detector not in _landmarkers:
+        _landmarkers[spec.detector] = spec.build_detector()
+    return _landmarkers[spec.detector]
+
+
+def _no_sequence(path: str | Path, frame_count: int, sequences: dict[LandmarkSpec, list[FaceSequence]]) -> str:
+    """Why a video gave no landmark sequence ("" where it gave some)."""
+    if any(sequences.values()):
+        return ""
+    if is_image(path):
+        return "a still image: no run of frames"
+    if frame_count < RUN_LENGTH:
+        return f"video shorter than one run ({frame_count} frames < {RUN_LENGTH})"
+    return "no face followed through a whole run"
 
 
 def default_workers() -> int:

@@ -23,6 +23,7 @@ from plumbing.cluster import add_engine_arguments
 from plumbing.device import DeviceError
 from plumbing.logs import configure_logging
 from preprocessing.detect import add_detector_arguments, detector_settings
+from preprocessing.video import RUN_LENGTH
 
 from .aggregate import STRATEGIES
 from .ensemble import PRECISIONS, Ensemble
@@ -45,10 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "if present, else the embedded astronaut sample")
     p.add_argument("--out", type=Path, default=default_submission(),
                    help="submission CSV (default: submission.csv inside Kaggle, else submission/submission.csv)")
-    p.add_argument("--weights", type=Path, nargs="+", help="checkpoints (default: every weights/*.pt)")
+    p.add_argument("--weights", type=Path, nargs="+", help="checkpoints (default: every frame model in weights/)")
     p.add_argument("--model-weights", type=float, nargs="+", help="one weight per checkpoint for the ensemble mean")
     add_field_flag(p, default, "frames", "frames per video while time allows")
     add_field_flag(p, default, "min_frames", "fewest frames when short of time")
+    add_field_flag(p, default, "runs", f"runs of {RUN_LENGTH} consecutive frames per video for sequence models "
+                   "(read only when one is given)")
     add_field_flag(p, default, "detect_every", "run MTCNN on the whole of every k-th frame, around each face's last box between")
     p.add_argument("--deadline", type=float, help="seconds for the whole folder, from start to written CSV")
     add_field_flag(p, default, "strategy", "frame -> video aggregation; None: each checkpoint's own, from its crop spec",
@@ -90,11 +93,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def score_folder(args: argparse.Namespace, detector: dict, preset: Preset, workers: Workers, started: float) -> int:
     """The command's work once its detection workers are starting; returns the exit status."""
-    weights = args.weights or default_weights()
-    if not weights:
-        log.error("no checkpoint in %s: pass --weights (see docs/train.md)", WEIGHTS_DIR)
-        return 2
     try:
+        weights = args.weights or default_weights()
+        if not weights:
+            log.error("no checkpoint in %s: pass --weights (see docs/train.md)", WEIGHTS_DIR)
+            return 2
         device = "meta" if args.engine == "ray" else args.device  # on Ray the replicas hold the weights
         ensemble = Ensemble.load(weights, args.model_weights, device, args.precision, spec={"margin": args.margin})
     except (CheckpointError, ValueError) as err:
@@ -108,7 +111,7 @@ def score_folder(args: argparse.Namespace, detector: dict, preset: Preset, worke
     settings = Settings(frames=args.frames, min_frames=args.min_frames, detect_every=args.detect_every,
                         strategy=args.strategy, prior=args.prior,
                         eps=args.eps, deadline=args.deadline, workers=args.workers,
-                        video_timeout=args.video_timeout, detector=detector,
+                        video_timeout=args.video_timeout, detector=detector, runs=args.runs,
                         engine=args.engine, address=args.address, **preset.settings)
     log.info("%d videos, model(s) %s in %s, strategy %s", len(named), ensemble.names,
              ensemble.precisions, settings.strategy or "each model's own")

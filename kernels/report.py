@@ -71,7 +71,7 @@ def video_section(scores: Scores, filename: str, max_crops: int, ensemble: Ensem
     parts = [head, f"<p>{row['faces']} faces in {row['frames_read']} frames, {row['tracks']} track(s)</p>"]
     if one.frames["crop"].notna().all():
         parts.append(img(plots.png_bytes(plots.crop_strip(one.frames, max_crops)), f"{filename} crops"))
-        for name, model in zip(ensemble.names, ensemble.models) if ensemble else ():
+        for name, model, _ in ensemble.frame_models if ensemble else ():
             strip = plots.crop_strip(one.frames, max_crops, model=model)
             parts.append(f"<p>Grad-CAM of {html.escape(name)}</p>" + img(plots.png_bytes(strip), f"{filename} gradcam {name}"))
             if model.decoder is not None:
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=Path, nargs="*", help="a folder (searched recursively) or video files; "
                    "default: the Kaggle test folder if present, else the embedded astronaut sample")
     p.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: %(default)s)")
-    p.add_argument("--weights", type=Path, nargs="+", help="checkpoints (default: every weights/*.pt)")
+    p.add_argument("--weights", type=Path, nargs="+", help="checkpoints (default: every frame model in weights/)")
     p.add_argument("--labels", type=Path, help="labels.csv (path/filename, label) or metadata.json: adds folder plots")
     p.add_argument("--frames", type=int, default=16, help="frames per video (default: %(default)s)")
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="confident", help="default: %(default)s")

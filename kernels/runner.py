@@ -57,7 +57,7 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
     (default: ``settings.workers`` processes started for this call).
     """
     budget = Budget(settings.deadline, start=started)
-    for name, model in zip(ensemble.names, ensemble.models):
+    for name, model, _ in ensemble.frame_models:
         fitted_on = model.calibration.strategy
         if fitted_on and fitted_on != settings.strategy_of(model):
             log.warning("%s: calibrated on %r video scores, applied to %r ones", name, fitted_on,

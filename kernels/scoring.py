@@ -15,9 +15,9 @@ import pandas as pd
 
 from plumbing.device import device_failed
 from preprocessing.follow import DETECT_EVERY
-from preprocessing.video import FRAMES
+from preprocessing.video import FRAMES, RUNS
 
-from .aggregate import aggregate
+from .aggregate import aggregate, logitmean
 from .ensemble import Ensemble
 from .pipeline import Cutting, VideoFaces, default_workers
 
@@ -42,6 +42,7 @@ class Settings:
     video_timeout: float = 300.0
     engine: str = "local"  # or "ray" (kernels.ray_engine), embedded or on the cluster at ``address``
     address: str | None = None
+    runs: int = RUNS  # runs of consecutive frames per video for sequence models (read only when one is given)
 
     def signature(self, ensemble: Ensemble) -> dict:
         """What a resumed run must share with the run it continues."""
@@ -56,37 +57,48 @@ class Settings:
         return self.strategy or model.spec.aggregate
 
     def cutting(self, ensemble: Ensemble) -> Cutting:
-        return Cutting(ensemble.crop_specs, **self._cutting_fields())
+        return Cutting(ensemble.crop_specs, landmarks=ensemble.landmark_specs, **self._cutting_fields())
 
     def _cutting_fields(self) -> dict:
-        """How faces are found and cut: these settings of :class:`Cutting`'s fields (all but its specs)."""
-        return {f.name: getattr(self, f.name) for f in fields(Cutting) if f.name != "specs"}
+        """How faces are found and cut: these settings of :class:`Cutting`'s fields (all but its
+        specs, which the models give)."""
+        return {f.name: getattr(self, f.name) for f in fields(Cutting) if f.name not in ("specs", "landmarks")}
 
 
 def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:
-    """One video's progress record: per-model frame probabilities, or the reason for the prior (its
-    faces' error, a model failing on it, a model giving NaN or infinite probabilities). The device
-    failing (out of memory, a CUDA error: :func:`plumbing.device.device_failed`) is no reason of
-    this video's: it is raised, to stop the run."""
+    """One video's progress record: per frame model its faces' probabilities, per sequence model its
+    blocks' (``blocks``: ``probs``, the ``sequences`` they come from, and why it abstained:
+    ``abstained``), or the reason for the prior (its faces' error, a model failing on it, a model
+    giving NaN or infinite probabilities). The device failing (out of memory, a CUDA error:
+    :func:`plumbing.device.device_failed`) is no reason of this video's: it is raised, to stop the run."""
     record = {"filename": faces.filename, "status": "ok", "reason": "", "frames_requested": faces.frames_requested,
               "frames_read": faces.frames_read, "faces": len(faces.crops), "tracks": len(set(faces.track_ids)),
-              "frame_ids": faces.frame_ids, "track_ids": faces.track_ids, "probs": {}}
+              "frame_ids": faces.frame_ids, "track_ids": faces.track_ids, "probs": {}, "blocks": {}}
     if faces.error:
         record.update(status="prior", reason=faces.error)
     else:
         try:
             probs = ensemble.predict(faces.cuts)
+            sequences = {spec: [s.landmarks for s in found] for spec, found in faces.sequences.items()}
+            blocks = ensemble.predict_blocks(sequences)
         except Exception as err:  # a model failing on one video must not end the run; the device failing must
             if device_failed(err):
                 raise
             record.update(status="prior", reason=f"model failed: {type(err).__name__}: {err}")
         else:
-            broken = [f"{name} ({precision})" for (name, p), precision in zip(probs.items(), ensemble.precisions)
-                      if not np.isfinite(p).all()]
+            precisions = dict(zip(ensemble.names, ensemble.precisions))
+            broken = [f"{name} ({precisions[name]})" for name, p in {**probs, **blocks}.items() if not np.isfinite(p).all()]
             if broken:
                 record.update(status="prior", reason=f"non-finite probabilities from {', '.join(broken)}")
             else:
                 record["probs"] = {k: v.tolist() for k, v in probs.items()}
+                for name, model in ensemble.sequence_models:
+                    reason = "" if len(blocks[name]) else \
+                        faces.no_sequence or f"no sequence as long as its block ({model.config.block} frames)"
+                    record["blocks"][name] = {"probs": blocks[name].tolist(),
+                                              "sequences": len(sequences.get(model.spec, [])), "abstained": reason}
+                if not ensemble.frame_models and all(b["abstained"] for b in record["blocks"].values()):
+                    record.update(status="prior", reason="; ".join(sorted({b["abstained"] for b in record["blocks"].values()})))
     record["seconds"] = round(seconds, 3)
     return record
 
@@ -97,7 +109,11 @@ def label_of(record: dict | None, ensemble: Ensemble, settings: Settings) -> tup
     if record is None or record["status"] != "ok":
         return float(np.clip(settings.prior, settings.eps, 1 - settings.eps)), {}
     scores = {name: model.calibration(aggregate(record["probs"][name], record["track_ids"], settings.strategy_of(model)))
-              for name, model in zip(ensemble.names, ensemble.models)}
+              for name, model, _ in ensemble.frame_models}
+    for name, model in ensemble.sequence_models:  # blocks -> video: the sigmoid of their mean logit; none: abstains
+        blocks = record["blocks"][name]["probs"]
+        if blocks:
+            scores[name] = model.calibration(logitmean(blocks))
     return float(np.clip(ensemble.combine(scores), settings.eps, 1 - settings.eps)), scores
 
 
@@ -115,6 +131,10 @@ def tables(videos: Sequence[tuple[str, Path]], records: dict[str, dict], ensembl
             row.update({k: record[k] for k in ("status", "reason", "frames_requested", "frames_read",
                                                "faces", "tracks", "seconds")})
         row.update({f"score_{name}": scores.get(name, math.nan) for name in ensemble.names})
+        for name, _ in ensemble.sequence_models:
+            blocks = (record or {}).get("blocks", {}).get(name, {})
+            row.update({f"blocks_{name}": len(blocks.get("probs", [])), f"sequences_{name}": blocks.get("sequences", 0),
+                        f"abstained_{name}": blocks.get("abstained", row["reason"])})
         rows.append(row)
     details = pd.DataFrame(rows)
     return details[["filename", "label"]], details

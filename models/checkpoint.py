@@ -4,8 +4,15 @@ A checkpoint is a ``torch.save``'d dict::
 
     {"format": "deepfake-detector", "version": 1, "model": ModelConfig.to_dict(),
      "state_dict": {...}, "epoch": int, "metrics": {...}, "optimizer": ..., "scheduler": ..., ...,
+     "family": "frame",                      # optional: "frame" when absent
      "calibration": Calibration.to_dict(),   # optional: the identity when absent
      "crop_spec": CropSpec.to_dict()}        # optional: the defaults with the model's size when absent
+
+A checkpoint holds one of two model families (:data:`FAMILIES`): a ``frame`` model (a
+:class:`DeepfakeClassifier` scoring face crops, described by its ``ModelConfig`` and crop spec) or a
+``sequence`` model (an :class:`models.lrnet.LRNet` scoring landmark sequences, described by its
+``LRNetConfig`` under ``"model"`` and its ``"landmark_spec"`` instead of a crop spec). A tool that
+runs one family only names the family it was given when handed the other.
 
 It is loaded with ``torch.load(weights_only=True)`` (a pickle that tries to run code is refused) and
 its weights with ``strict=True`` (a renamed layer is an error, never a silently random model).
@@ -27,8 +34,10 @@ from torch import nn
 from plumbing.fileio import atomic_write
 from plumbing.logs import configure_logging
 from preprocessing.cropspec import CropSpec, CropSpecError
+from preprocessing.landmarks import LandmarkSpec, LandmarkSpecError
 
 from .calibration import Calibration
+from .lrnet import LRNet, LRNetConfig
 from .statedict import weights_mismatch
 from .strict import ConfigError
 from .zoo import DeepfakeClassifier, ModelConfig, build_model
@@ -37,6 +46,9 @@ log = logging.getLogger("models.checkpoint")
 
 FORMAT = "deepfake-detector"
 VERSION = 1
+#: Model family -> what its checkpoints hold: ``frame``: a :class:`DeepfakeClassifier` of face crops;
+#: ``sequence``: an :class:`LRNet` of landmark sequences.
+FAMILIES = {"frame": "a frame model (face crops)", "sequence": "a sequence model (landmark sequences)"}
 
 
 class CheckpointError(RuntimeError):
@@ -49,16 +61,19 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> None:
-    """Save ``model`` (a :class:`DeepfakeClassifier`, wrapped or not) with ``extra`` entries
+    """Save ``model`` (a :class:`DeepfakeClassifier`, wrapped or not, or an :class:`LRNet`) with ``extra`` entries
     (epoch, metrics, optimizer and scheduler state...), atomically."""
     model = unwrap(model)
-    payload = {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(), "crop_spec": model.spec.to_dict(),
+    spec = {"family": "sequence", "landmark_spec": model.spec.to_dict()} if isinstance(model, LRNet) \
+        else {"crop_spec": model.spec.to_dict()}
+    payload = {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(), **spec,
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, **extra}
     _write(path, payload)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load and check a checkpoint's dict (on the CPU). Raises :class:`CheckpointError` naming the file."""
+def read_checkpoint(path: str | os.PathLike, family: str | None = None) -> dict[str, Any]:
+    """Load and check a checkpoint's dict (on the CPU); ``family``: the only model family accepted
+    (None: either). Raises :class:`CheckpointError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -79,30 +94,51 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     missing = [key for key in ("model", "state_dict") if not isinstance(payload.get(key), dict)]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks its {' and '.join(repr(k) for k in missing)} entry")
+    found = payload_family(payload)
+    if found not in FAMILIES:
+        raise CheckpointError(f"{path}: unknown model family {found!r}; this code reads {sorted(FAMILIES)}")
+    if family is not None and found != family:
+        raise CheckpointError(f"{path}: holds {FAMILIES[found]}; this takes {FAMILIES[family]} only")
     return payload
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> DeepfakeClassifier:
-    """Rebuild the model a checkpoint describes and load its weights strictly, in eval mode."""
-    return _model(read_checkpoint(path), path).to(device).eval()
+def payload_family(payload: dict[str, Any]) -> str:
+    """The model family of a checkpoint's dict (``frame`` for checkpoints older than the families)."""
+    return payload.get("family", "frame")
 
 
-def _model(payload: dict[str, Any], path: str | os.PathLike) -> DeepfakeClassifier:
-    """The model of the checkpoint ``payload`` read from ``path``, its weights and calibration loaded."""
+def checkpoint_family(path: str | os.PathLike) -> str:
+    """The model family of the checkpoint at ``path`` (:data:`FAMILIES`)."""
+    return payload_family(read_checkpoint(path))
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
+               family: str | None = "frame") -> DeepfakeClassifier | LRNet:
+    """Rebuild the model a checkpoint describes and load its weights strictly, in eval mode;
+    ``family``: the only model family accepted (default: frame models; None: either)."""
+    return _model(read_checkpoint(path, family), path).to(device).eval()
+
+
+def _model(payload: dict[str, Any], path: str | os.PathLike) -> DeepfakeClassifier | LRNet:
+    """The model of the checkpoint ``payload`` read from ``path``, its weights, calibration and spec loaded."""
+    sequence = payload_family(payload) == "sequence"
     try:
-        model = build_model(ModelConfig.from_dict(payload["model"]))
+        model = LRNet(LRNetConfig.from_dict(payload["model"])) if sequence \
+            else build_model(ModelConfig.from_dict(payload["model"]))
     except ConfigError as err:
         raise CheckpointError(f"{path}: {err}") from err
     mismatch = weights_mismatch(model, payload["state_dict"])
     if mismatch:
-        raise CheckpointError(f"{path}: weights do not fit {model.config.encoder}: {mismatch} "
+        raise CheckpointError(f"{path}: weights do not fit {'LRNet' if sequence else model.config.encoder}: {mismatch} "
                               "(saved by another architecture or timm version?)")
     model.load_state_dict(payload["state_dict"], strict=True)
     try:
         model.calibration = Calibration.from_dict(payload.get("calibration"))
-        if "crop_spec" in payload:  # older checkpoints: the defaults their models were trained with
+        if sequence and "landmark_spec" in payload:  # absent: the defaults, the published pairs' input
+            model.spec = LandmarkSpec.from_dict(payload["landmark_spec"])
+        elif "crop_spec" in payload:  # older checkpoints: the defaults their models were trained with
             model.spec = CropSpec.from_dict(payload["crop_spec"])
-    except (ConfigError, CropSpecError, TypeError) as err:
+    except (ConfigError, CropSpecError, LandmarkSpecError, TypeError) as err:
         raise CheckpointError(f"{path}: {err}") from err
     return model
 
@@ -119,8 +155,8 @@ def _write(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 
 
 #: What a shipped checkpoint keeps: everything but the state a resumed run needs.
-SHIPPED = ("format", "version", "model", "crop_spec", "state_dict", "epoch", "metrics", "train", "calibration",
-           "source")
+SHIPPED = ("format", "version", "family", "model", "crop_spec", "landmark_spec", "state_dict", "epoch", "metrics",
+           "train", "calibration", "source")
 
 
 def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> None:

@@ -43,9 +43,11 @@ def read_image(path: str | os.PathLike, max_side: int | None = MAX_SIDE) -> Fram
     return Frames(path, np.zeros(1, dtype=np.int64), [shrunk], 1, 0.0, max(shrunk.shape[:2]) / max(rgb.shape[:2]))
 
 
-def read_input(path: str | os.PathLike, n: int = FRAMES, max_side: int | None = MAX_SIDE, floor: bool = False) -> Frames:
-    """:func:`read_image` for a still image (by its ending), else :func:`read_frames` (``floor``: its spacing rule)."""
-    return read_image(path, max_side) if is_image(path) else read_frames(path, n, max_side, floor=floor)
+def read_input(path: str | os.PathLike, n: int = FRAMES, max_side: int | None = MAX_SIDE, floor: bool = False,
+               runs: int = 0) -> Frames:
+    """:func:`read_image` for a still image (by its ending: no runs), else :func:`read_frames`
+    (``floor``: its spacing rule; ``runs``: its runs of consecutive frames)."""
+    return read_image(path, max_side) if is_image(path) else read_frames(path, n, max_side, floor=floor, runs=runs)
 
 
 def find_inputs(root: str | os.PathLike) -> list[Path]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -42,7 +42,8 @@ class Frames:
     ``indices[i]`` is the 0-based position in the stream of ``images[i]``; ``frame_count`` is the
     number of frames the stream really holds (which may differ from what the container declares);
     ``scale`` is the size of the images relative to the stream's (below 1 when a very large video
-    was shrunk on reading).
+    was shrunk on reading); ``runs``: the runs of consecutive frames read by the same decode (see
+    :func:`read_frames`), each a :class:`Frames` of its own (images shared, not copied).
     """
 
     path: str
@@ -51,6 +52,7 @@ class Frames:
     frame_count: int
     fps: float
     scale: float = 1.0
+    runs: list["Frames"] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -75,6 +77,17 @@ def sample_indices(frame_count: int, n: int, floor: bool = False) -> np.ndarray:
         return np.arange(frame_count, dtype=np.int64)
     spaced = np.linspace(0, frame_count - 1, n)
     return np.unique((spaced if floor else spaced.round()).astype(np.int64))
+
+
+def run_starts(frame_count: int, runs: int, length: int) -> np.ndarray:
+    """First frames of ``runs`` runs of ``length`` consecutive frames spread over ``[0, frame_count)``:
+    each centred in one of ``runs`` equal parts of the video, so they never overlap. Fewer where the
+    video holds fewer whole runs; none where it is shorter than one."""
+    count = min(runs, frame_count // length) if length > 0 else 0
+    if count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    centres = (2 * np.arange(count) + 1) * frame_count // (2 * count)
+    return np.clip(centres - length // 2, 0, frame_count - length).astype(np.int64)
 
 
 def _open(path: str) -> cv2.VideoCapture:
@@ -172,14 +185,21 @@ SEEK_GAP = 80
 #: Evenly spaced frames read per video by default, by every command (DFDC's winner read 32).
 FRAMES = 32
 
+#: Consecutive frames per run (``read_frames(runs=...)``): LRNet's block, 30 frames at the video's own rate.
+RUN_LENGTH = 30
+#: Runs read per video for a sequence model, by default (``kernels.predict --runs``).
+RUNS = 3
+
 #: Frames whose long side exceeds this are shrunk on reading: 32 frames of an 8K video would take
 #: 3 GB; at this size they take at most 800 MB, and 4K video passes untouched.
 MAX_SIDE = 3840
 
 
 def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None = MAX_SIDE,
-                seek: bool | None = None, floor: bool = False) -> Frames:
-    """Read ``n`` evenly spaced frames of ``path`` (fewer if the video is shorter), in stream order.
+                seek: bool | None = None, floor: bool = False, runs: int = 0, run_length: int = RUN_LENGTH) -> Frames:
+    """Read ``n`` evenly spaced frames of ``path`` (fewer if the video is shorter), in stream order,
+    and with ``runs``, that many runs of ``run_length`` consecutive frames (:func:`run_starts`) in
+    the same decode, as ``Frames.runs``.
 
     Streamed (``seek=False``): every frame up to the last wanted one is grabbed and only the wanted
     ones are decoded to images, so the cost follows the video's length. Seeking (``seek=True``):
@@ -190,7 +210,7 @@ def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None =
     distinct and match the stream (one frame wanted is frame 0, and the declared length stands).
     Frames with a long side over ``max_side`` are shrunk to it
     (``Frames.scale``); ``floor``: see :func:`sample_indices`. Raises :class:`VideoReadError` for a
-    file that yields no frame.
+    file that yields no frame. A run a damaged stream cuts short is left out.
     """
     path = str(path)
     capture = _open(path)
@@ -202,14 +222,21 @@ def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None =
     frame_count = declared if declared > 0 else _count_frames(path)
     if frame_count == 0:
         raise VideoReadError(path, "no decodable frame (empty or corrupted stream)")
-    wanted = sample_indices(frame_count, n, floor)
+
+    def plan(count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The spread frames, the runs' starts and every frame wanted, for a video of ``count`` frames."""
+        spread, starts = sample_indices(count, n, floor), run_starts(count, runs, run_length)
+        return spread, starts, np.union1d(spread, (starts[:, None] + np.arange(run_length)).ravel()).astype(np.int64)
+
+    spread, starts, wanted = plan(frame_count)
     last = int(wanted[-1])
     # where the stream must end if the declared length is true; one wanted frame (frame 0) says nothing of it
     reaches_end = last == frame_count - 1
-    if declared > 0 and (seek if seek is not None else frame_count > SEEK_GAP * len(wanted)):
+    stretches = 1 + int(np.count_nonzero(np.diff(wanted) > 1))  # a run is one seek
+    if declared > 0 and (seek if seek is not None else frame_count > SEEK_GAP * stretches):
         indices, images, ends = _seek(path, wanted, max_side)
         if (ends or not reaches_end) and len(indices) == len(wanted):
-            return _frames(path, indices, images, frame_count, fps, capture_size)
+            return _frames(path, indices, images, frame_count, fps, capture_size, spread, starts, run_length)
         log.info("%s: seeking failed or the declared length is wrong; streaming", path)
     indices, images, grabbed, overran = _stream(path, wanted, max_side)
     short = grabbed <= last  # the stream ended before the last wanted frame
@@ -219,14 +246,25 @@ def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None =
             raise VideoReadError(path, "no decodable frame (truncated or corrupted stream)")
         log.info("%s: container declares %d frames, stream holds %d; resampled", path, declared, true_count)
         frame_count = true_count
-        indices, images, _, _ = _stream(path, sample_indices(frame_count, n, floor), max_side)
+        spread, starts, wanted = plan(frame_count)
+        indices, images, _, _ = _stream(path, wanted, max_side)
     if not images:
         raise VideoReadError(path, "no decodable frame (frames present but none could be decoded)")
-    return _frames(path, indices, images, frame_count, fps, capture_size)
+    return _frames(path, indices, images, frame_count, fps, capture_size, spread, starts, run_length)
 
 
 def _frames(path: str, indices: list[int], images: list[np.ndarray], frame_count: int, fps: float,
-            capture_size: tuple[float, float]) -> Frames:
+            capture_size: tuple[float, float], spread: np.ndarray, starts: np.ndarray, run_length: int) -> Frames:
+    """The decoded frames as the ``spread`` ones with the runs from ``starts`` (a run missing a frame is left out)."""
     height, width = images[0].shape[:2]
-    scale = max(height, width) / max(int(capture_size[0]), int(capture_size[1]), 1)
-    return Frames(path, np.asarray(indices, dtype=np.int64), images, frame_count, fps, min(scale, 1.0))
+    scale = min(max(height, width) / max(int(capture_size[0]), int(capture_size[1]), 1), 1.0)
+    decoded = dict(zip(indices, images))
+
+    def part(wanted) -> Frames:
+        kept = [int(i) for i in wanted if int(i) in decoded]
+        return Frames(path, np.asarray(kept, dtype=np.int64), [decoded[i] for i in kept], frame_count, fps, scale)
+
+    runs = [part(range(start, start + run_length)) for start in starts]
+    frames = part(spread)
+    frames.runs = [run for run in runs if len(run) == run_length]
+    return frames

@@ -69,6 +69,16 @@ def missing(message: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def lrnet_dir(data_dir: Path) -> Path:
+    """``published/lrnet`` beside the data folder: the LRNet authors' weights, demo landmark files and
+    videos, and their own outputs (``reference_outputs.json``); as for ``data_dir``, absent: skip (CI: fail)."""
+    found = data_dir.parent / "published" / "lrnet"
+    if not (found / "reference_outputs.json").is_file():
+        missing(f"LRNet's published files not found at {found}")
+    return found
+
+
+@pytest.fixture(scope="session")
 def labels(data_dir: Path) -> pd.DataFrame:
     """``labels.csv`` with an absolute ``file`` column added."""
     table = pd.read_csv(data_dir / "labels.csv", dtype=str, keep_default_na=False)

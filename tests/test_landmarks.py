@@ -1,8 +1,6 @@
 """68-point landmarks and LRNet's calibrated, normalised input (preprocessing.landmarks, landmark_calibration)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -11,7 +9,6 @@ from preprocessing.landmark_calibration import calibrate
 from preprocessing.landmarks import (LandmarkDetector, LandmarkSpec, LandmarkSpecError, face_crops, landmark_sequence,
                                      steady_shapes)
 from tests.clips import first_frames
-from tests.conftest import missing
 
 #: Frames read per demo video: enough for the calibration to settle, few enough to stay fast.
 DEMO_FRAMES = 30
@@ -29,15 +26,6 @@ def face_boxes(frames, detector, every: int = 10) -> np.ndarray:
     assert all(len(d) for d in found), "a frame without a face"
     boxes = np.stack([d.boxes[np.argmax(d.scores)] for d in found])
     return np.stack([np.interp(np.arange(len(frames)), keys, boxes[:, j]) for j in range(4)], axis=1)
-
-
-@pytest.fixture(scope="module")
-def lrnet_dir(data_dir: Path) -> Path:
-    """The LRNet authors' published files beside the shared data (``published/lrnet``)."""
-    folder = data_dir.parent / "published" / "lrnet"
-    if not folder.is_dir():
-        missing(f"{folder} not found")
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,18 @@
-"""Published DFDC checkpoints -> checkpoints of ours, with the crop spec their solution used.
+"""Published checkpoints -> checkpoints of ours, with the input spec their authors used.
 
     python -m training.convert [--format selim|polimi] --out weights/NAME.pt FILE
     python -m training.convert [--format selim|polimi] --out weights/ FILE [FILE...]
+    python -m training.convert --format lrnet --out weights/NAME.pt G1 G2
 
 Formats: ``selim`` (the 1st place's seven EfficientNet-B7 files) and ``polimi`` (icpr2020dfdc:
 EfficientNetB4, EfficientNetB4ST, EfficientNetAutoAttB4, EfficientNetAutoAttB4ST and Xception, each
-told from its keys). One output per input (``--out`` a folder when several files are given: each
-named after its input). The file must match its layout exactly: a missing, extra, renamed or
-reshaped key is refused with the key named, never loaded loosely. ``--format`` is guessed from the
-keys when omitted. The output loads with :func:`models.checkpoint.load_model` and runs in
-``kernels.predict`` (``--preset selim`` or ``--preset polimi`` for the solution's whole recipe).
+told from its keys): one output per input (``--out`` a folder when several files are given: each
+named after its input). ``lrnet`` (frederickszk/LRNet, PyTorch): the pair ``g1.pth`` (landmark
+positions) and ``g2.pth`` (their differences), in that order, becomes one sequence-model checkpoint.
+A file must match its layout exactly: a missing, extra, renamed or reshaped key is refused with the
+key named, never loaded loosely. ``--format`` is guessed from the keys when omitted. The output
+loads with :func:`models.checkpoint.load_model` and runs in ``kernels.predict`` (``--preset selim``
+or ``--preset polimi`` for the solution's whole recipe).
 """
 from __future__ import annotations
 
@@ -22,16 +25,19 @@ import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from plumbing.logs import configure_logging
 from preprocessing.cropspec import CropSpec
 from preprocessing.geometry import PIL_BILINEAR
+from preprocessing.landmarks import LandmarkSpec
 
 from models.checkpoint import save_checkpoint
+from models.lrnet import GRUBranch, LRNet, LRNetConfig
 from models.statedict import layout_mismatch
 from models.zoo import ModelConfig, build_model
 
@@ -49,20 +55,22 @@ Shapes = dict[str, tuple[int, ...]]
 
 @dataclass(frozen=True)
 class Layout:
-    """One published architecture's file: the model it holds (``config``), how its faces were cut
-    and scored (``spec``), the wrapper around its weights (``entries``: the top-level keys of a dict,
-    or None for a bare state dict), ``names``: our key -> theirs for every key copied as it is (given
-    our keys' shapes), ``extra``: their other keys with their shapes (dropped, checked all the same, or
-    read by ``derive``: our keys computed from theirs), ``marker``: a key only this layout holds."""
+    """One published architecture's file: the model it holds (``config``, built by ``build``), how
+    its inputs were made and scored (``spec``: a crop spec, or a landmark spec), the wrapper around
+    its weights (``entries``: the top-level keys of a dict, or None for a bare state dict), ``names``:
+    our key -> theirs for every key copied as it is (given our keys' shapes), ``extra``: their other
+    keys with their shapes (dropped, checked all the same, or read by ``derive``: our keys computed
+    from theirs), ``marker``: a key only this layout holds."""
 
     name: str
-    config: ModelConfig
-    spec: CropSpec
+    config: ModelConfig | LRNetConfig
+    spec: CropSpec | LandmarkSpec
     entries: frozenset[str] | None
     names: Callable[[Shapes], dict[str, str]]
     extra: Callable[[Shapes], Shapes]
     marker: str
     derive: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    build: Callable[[Any], nn.Module] = build_model
 
     def weights(self, payload: Any, path: Path) -> dict[str, torch.Tensor]:
         if self.entries is None:
@@ -170,8 +178,31 @@ POLIMI = (
            extra=lambda ours: {}, marker="xception.last_linear.weight"),
 )
 
+# --- lrnet: frederickszk/LRNet ------------------------------------------------------------------------
+# training/utils/model.py LRNet, one file per branch (g1, g2), a bare state dict: the GRU's initial
+# state "hidden_state", the bidirectional "gru", then "dense": Dropout, Residual(FeedForward: Linear,
+# ReLU, Dropout, Linear) at 1, Dropout, the 2-class Linear at 3 (models.lrnet.GRUBranch).
+
+_LRNET_MODULES = {"mlp.0": "dense.1.fn.net.0", "mlp.3": "dense.1.fn.net.3", "head": "dense.3"}
+
+
+def _lrnet_names(ours: Shapes) -> dict[str, str]:
+    """Our branch's keys -> the authors' (the GRU's are PyTorch's own on both sides)."""
+    names = {}
+    for key in ours:
+        module, _, parameter = key.rpartition(".")
+        names[key] = "hidden_state" if key == "initial" else key if module == "gru" \
+            else f"{_LRNET_MODULES[module]}.{parameter}"
+    return names
+
+
+LRNET = Layout(name="LRNet branch", config=LRNetConfig(), spec=LandmarkSpec(), entries=None,
+               names=_lrnet_names, extra=lambda ours: {}, marker="hidden_state", build=GRUBranch)
+
 #: Format name -> its layouts, the most specific marker first.
-FORMATS: dict[str, tuple[Layout, ...]] = {"selim": (SELIM,), "polimi": POLIMI}
+FORMATS: dict[str, tuple[Layout, ...]] = {"selim": (SELIM,), "polimi": POLIMI, "lrnet": (LRNET,)}
+#: Formats whose model is several published files, one per named part, given in this order.
+PARTS = {"lrnet": ("g1", "g2")}
 
 
 def _read(path: Path) -> Any:
@@ -204,7 +235,7 @@ def our_layout(layout: Layout) -> Shapes:
     """Every key of our model for ``layout``, with its shape (built on the meta device: no memory,
     no initialisation)."""
     with torch.device("meta"):
-        model = build_model(layout.config)
+        model = layout.build(layout.config)
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
@@ -245,15 +276,35 @@ def convert(source: str | os.PathLike, target: str | os.PathLike, format: str | 
     if name not in FORMATS:
         raise ConvertError(f"{source}: " + (f"unknown format {name!r}" if name else "cannot tell the format from its keys")
                            + f"; choose one of {sorted(FORMATS)} with --format")
+    if name in PARTS:
+        raise ConvertError(f"{source}: one part of a {name} model: convert its files "
+                           f"({', '.join(PARTS[name])}) together with --format {name} --out NAME.pt")
     layout, weights = our_weights(payload, name, source)
     with torch.device("meta"):
-        model = build_model(layout.config)
+        model = layout.build(layout.config)
     model.load_state_dict(weights, strict=True, assign=True)
     model.spec = layout.spec
     extra = {k: float(v) if isinstance(v, np.generic) else v for k, v in payload.items() if k != "state_dict"} \
         if layout.entries else {}
     save_checkpoint(target, model.eval(), source={"format": name, "architecture": layout.name, "file": source.name, **extra})
     return name
+
+
+def convert_lrnet(sources: Sequence[str | os.PathLike], target: str | os.PathLike) -> None:
+    """Write the published LRNet pair ``sources`` (g1, g2: each one branch's file) as one
+    sequence-model checkpoint at ``target``. Raises :class:`ConvertError` naming the file and the keys
+    that do not fit."""
+    if len(sources) != len(PARTS["lrnet"]):
+        raise ConvertError(f"lrnet takes {len(PARTS['lrnet'])} files ({', '.join(PARTS['lrnet'])}), got {len(sources)}")
+    weights = {}
+    for part, source in zip(PARTS["lrnet"], map(Path, sources)):
+        _, branch = our_weights(_read(source), "lrnet", source)
+        weights |= {f"{part}.{key}": value for key, value in branch.items()}
+    model = LRNet(LRNET.config)
+    model.load_state_dict(weights, strict=True)
+    model.spec = LRNET.spec
+    files = [f"{Path(s).parent.name}/{Path(s).name}" for s in sources]
+    save_checkpoint(target, model.eval(), source={"format": "lrnet", "architecture": "LRNet", "files": files})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,6 +316,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=sorted(FORMATS), help="the layout (default: guessed from the keys)")
     args = parser.parse_args(argv)
     configure_logging(False)
+    if args.format in PARTS:
+        if args.out.suffix != ".pt":
+            parser.error(f"--format {args.format} writes one checkpoint: --out must name a .pt file")
+        try:
+            convert_lrnet(args.files, args.out)
+        except ConvertError as err:
+            log.error("%s", err)
+            return 2
+        log.info("%s (%s) -> %s", " + ".join(map(str, args.files)), args.format, args.out)
+        return 0
     single = len(args.files) == 1 and args.out.suffix == ".pt"
     failed = 0
     for file in args.files:

@@ -40,7 +40,7 @@ def resume_state(out: Path, settings: dict[str, dict[str, Any]], may_change: Ite
     path = out / LAST
     if not path.is_file():
         raise ConfigError(f"{out}: nothing to resume (no {LAST}); drop --resume to start a new run")
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, family="frame")
     saved = {f"{section}.{k}": v for section in settings for k, v in state.get(section, {}).items()}
     wanted = {f"{section}.{k}": v for section, values in settings.items() for k, v in values.items()}
     changed = sorted(k for k in saved.keys() | wanted.keys()
