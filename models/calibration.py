@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.optimize import minimize
 
-from .strict import ConfigError, strict_fields
+from plumbing.strict import ConfigError, strict_fields
 
 #: Probabilities are kept this far from 0 and 1 before taking their logit.
 _LIMIT = 1e-6

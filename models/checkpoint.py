@@ -33,13 +33,13 @@ from torch import nn
 
 from plumbing.fileio import atomic_write
 from plumbing.logs import configure_logging
+from plumbing.strict import ConfigError
 from preprocessing.cropspec import CropSpec, CropSpecError
 from preprocessing.landmarks import LandmarkSpec, LandmarkSpecError
 
 from .calibration import Calibration
 from .lrnet import LRNet, LRNetConfig
 from .statedict import weights_mismatch
-from .strict import ConfigError
 from .zoo import DeepfakeClassifier, ModelConfig, build_model
 
 log = logging.getLogger("models.checkpoint")

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from plumbing.strict import ConfigError, strict_fields
 from preprocessing.landmarks import LandmarkSpec
 
 from .calibration import Calibration
-from .strict import ConfigError, strict_fields
 
 #: 68 landmarks x (x, y): the width of one frame's input.
 FEATURES = 136

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from plumbing.device import check_device, cuda_arch
+from plumbing.strict import ConfigError
 
-from .strict import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plumbing.strict import ConfigError, strict_fields
 from preprocessing.cropspec import CropSpec
 
 from . import pretrained as pretrained_weights
 from .calibration import Calibration
 from .layers import gate_block
 from .statedict import weights_mismatch
-from .strict import ConfigError, strict_fields
 
 
 @dataclass(frozen=True)

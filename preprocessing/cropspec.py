@@ -19,6 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from plumbing.strict import strict_fields
+
 from .geometry import DEFAULT_MARGIN, PIL_BILINEAR, expand_box, resize, resize_and_pad, square_box, truncated_box
 
 #: Box rules: ``outward``: grow the float box by the margin, snap outward, clip (:func:`expand_box`);
@@ -35,16 +37,6 @@ INTERPOLATIONS = {"area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC, "linear": cv
 
 class CropSpecError(ValueError):
     """A crop spec names an unknown key or an impossible value."""
-
-
-def known_fields(spec: type, values: dict[str, Any], error: type[Exception], what: str) -> dict[str, Any]:
-    """``values`` when every key names a field of the dataclass ``spec``; otherwise ``error`` naming
-    the unknown keys and the valid ones (``what``: the spec's name in the message)."""
-    names = {f.name for f in dataclasses.fields(spec)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise error(f"{what}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
-    return values
 
 
 @dataclass(frozen=True)
@@ -89,7 +81,7 @@ class CropSpec:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "CropSpec":
-        return cls(**known_fields(cls, values, CropSpecError, "crop spec"))
+        return cls(**strict_fields(cls, values, "crop spec", CropSpecError))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

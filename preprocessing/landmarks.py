@@ -21,7 +21,8 @@ import cv2
 import face_recognition_models
 import numpy as np
 
-from .cropspec import known_fields
+from plumbing.strict import strict_fields
+
 from .landmark_calibration import calibrate as calibrate_track
 
 #: dlib's predictor was trained on the boxes of dlib's HOG face detector; an MTCNN box is moved to
@@ -70,7 +71,7 @@ class LandmarkSpec:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "LandmarkSpec":
-        return cls(**known_fields(cls, values, LandmarkSpecError, "landmark spec"))
+        return cls(**strict_fields(cls, values, "landmark spec", LandmarkSpecError))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -18,7 +18,7 @@ from models.calibration import Calibration, fit, logit
 from models.checkpoint import CheckpointError, amend_checkpoint, load_model, read_checkpoint
 from models.checkpoint import main as checkpoint_main
 from models.metrics import label_metrics
-from models.strict import ConfigError
+from plumbing.strict import ConfigError
 
 
 def sigmoid(z):

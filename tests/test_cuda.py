@@ -10,7 +10,7 @@ import torch
 from kernels.api import Scorer, score_videos
 from kernels.ensemble import Ensemble, choose_precision
 from models.precision import Precision
-from models.strict import ConfigError
+from plumbing.strict import ConfigError
 from models.zoo import ModelConfig, build_model
 from plumbing.device import PER_CARD, DeviceError, default_device, worker_devices
 from preprocessing import prepare_video

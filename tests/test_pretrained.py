@@ -12,7 +12,7 @@ from skimage import data
 
 from models import pretrained
 from models.pretrained import SOURCES, PackagedWeights, PretrainedError, efficientnet_pytorch_to_timm, packaged_file
-from models.strict import ConfigError
+from plumbing.strict import ConfigError
 from models.zoo import ModelConfig, build_model
 from training.config import RunConfig, TrainConfig, load_config
 from training.train import fit, make_datasets

@@ -1,7 +1,7 @@
 """The training config: its schema (``model``, ``train`` and ``data`` sections, every value checked)
 and how a config file is read: ``base`` layering, then ``--set SECTION.KEY=VALUE`` overrides.
 
-Unknown keys and impossible values raise :class:`models.strict.ConfigError` naming the file.
+Unknown keys and impossible values raise :class:`plumbing.strict.ConfigError` naming the file.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from models.precision import PRECISIONS
 from models.pretrained import SOURCES
-from models.strict import ConfigError, strict_fields
+from plumbing.strict import ConfigError, strict_fields
 from models.zoo import ModelConfig
 
 from .augment import train_pipeline

@@ -31,7 +31,7 @@ import pandas as pd
 from models.checkpoint import CheckpointError, load_model
 from models.metrics import label_metrics
 from models.precision import Precision
-from models.strict import ConfigError
+from plumbing.strict import ConfigError
 from plumbing.device import DeviceError, default_device
 from plumbing.fileio import atomic_write
 from plumbing.logs import configure_logging

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from models.strict import ConfigError
+from plumbing.strict import ConfigError
 from plumbing.device import check_device
 
 

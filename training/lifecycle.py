@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from models.checkpoint import read_checkpoint
 from models.precision import Precision
-from models.strict import ConfigError
+from plumbing.strict import ConfigError
 from plumbing.fileio import atomic_write
 
 #: What a resumable run's folder holds: its last epoch, with the optimizer's state.

@@ -11,7 +11,7 @@ import torch
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from models.strict import ConfigError
+from plumbing.strict import ConfigError
 from models.zoo import ModelConfig, build_model
 
 

@@ -32,7 +32,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from models.checkpoint import CheckpointError, save_checkpoint
 from models.precision import Precision
 from models.statedict import weights_mismatch
-from models.strict import ConfigError, strict_fields
+from plumbing.strict import ConfigError, strict_fields
 from models.zoo import ModelConfig, default_spec, to_batch
 from plumbing.device import DeviceError, default_device
 from plumbing.fileio import atomic_write, write_figure, write_json, write_png

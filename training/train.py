@@ -40,7 +40,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from models.checkpoint import CheckpointError, save_checkpoint
 from models.precision import Precision
 from models.statedict import weights_mismatch
-from models.strict import ConfigError
+from plumbing.strict import ConfigError
 from models.zoo import DeepfakeClassifier, ModelConfig, build_model, default_spec
 from plumbing.device import DeviceError
 from plumbing.fileio import atomic_write, write_figure, write_json
