@@ -72,6 +72,16 @@ def test_a_face_entering_between_key_frames_is_found_at_the_next(data_dir, detec
         assert len(full) == 2 and box_iou(followed.detections[position].boxes, full.boxes).max(axis=1).min() >= 0.8
 
 
+def test_a_face_after_empty_frames_is_searched_for_in_full_until_found(data_dir, detector):
+    """A video that opens on two empty frames: with nothing to follow, every frame is searched in full
+    until the face appears (position 2), not only at the next key frame; then it is followed."""
+    images = frames_of(YOUTUBE + "183.mp4", 8)
+    images = [np.full_like(images[0], 90)] * 2 + list(images[2:])
+    followed = follow_faces(images, detector, every=8)
+    assert followed.full == [0, 1, 2, 7]
+    assert [ids.tolist() for ids in followed.tracks] == [[], []] + [[0]] * 6
+
+
 def test_known_faces_start_the_tracks(data_dir, detector):
     """Faces already known at the first frame are followed without a full search there."""
     images = frames_of(YOUTUBE + "183.mp4", 8)[:4]
