@@ -113,8 +113,10 @@ class DataConfig:
     ``augment``: the :func:`training.augment.train_pipeline` probabilities to change; ``mix``: the
     shares of real crops, fake crops and self-blended pseudo-fakes in a balanced epoch (absent: 0;
     ``{"real": 0.5, "pseudo": 0.5}`` trains on real videos alone); ``selfblend``: the
-    :class:`training.selfblend.SelfBlend` settings to change. Validation crops are never augmented,
-    balanced or clipped."""
+    :class:`training.selfblend.SelfBlend` settings to change; ``pairs``: each fake comes with a real
+    crop of its identity in the same batch, its original's crop of the same frame where ``prepare``
+    cut one (:mod:`training.pairs`; balanced real and fake crops, no mixup, an even batch size).
+    Validation crops are never augmented, balanced or clipped."""
 
     balance: bool = True
     mixup: float = 0.0
@@ -123,6 +125,7 @@ class DataConfig:
     augment: dict[str, float] = field(default_factory=dict)
     mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
     selfblend: dict[str, Any] = field(default_factory=dict)
+    pairs: bool = False
 
     def __post_init__(self):
         if not 0 <= self.mixup <= 1 or (self.clip_targets is not None and not 0 <= self.clip_targets < 0.5):
@@ -135,6 +138,8 @@ class DataConfig:
             raise ConfigError(f"data config: {err}") from None
         if self.mix.get("pseudo") and not self.balance:
             raise ConfigError("data config: a pseudo share in mix needs balance: true")
+        if self.pairs and (not self.balance or self.mixup or check_mix(self.mix) != DEFAULT_MIX):
+            raise ConfigError("data config: pairs needs balance: true, mixup 0 and the default mix of real and fake crops")
         if self.dropout is not None:
             strict_fields(StructuredDropout, self.dropout, "data config: dropout")
         unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
@@ -164,8 +169,11 @@ class RunConfig:
         missing = [k for k in ("model", "train") if k not in values]
         if missing:
             raise ConfigError(f"config: missing section(s) {missing}")
-        return cls(ModelConfig.from_dict(values["model"]), TrainConfig.from_dict(values["train"]),
-                   DataConfig.from_dict(values.get("data", {})))
+        config = cls(ModelConfig.from_dict(values["model"]), TrainConfig.from_dict(values["train"]),
+                     DataConfig.from_dict(values.get("data", {})))
+        if config.data.pairs and config.train.batch_size % 2:
+            raise ConfigError(f"config: data.pairs needs an even train.batch_size, got {config.train.batch_size}")
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.to_dict(), "train": self.train.to_dict(), "data": self.data.to_dict()}

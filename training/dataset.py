@@ -1,9 +1,10 @@
 """A torch Dataset over prepared face crops (``OUT/crops.csv`` + ``OUT/videos.csv``, see the README's
 prepared-data contract), with per-epoch class balancing, structured dropout, mixup and augmentation.
 
-Every random choice for the sample at position ``i`` of epoch ``e`` is drawn from a generator seeded
+Every random choice for the sample at position ``i`` of epoch ``e`` is drawn from generators seeded
 with ``(seed, e, i)``: a run is reproducible from its seed, and a sample's augmentation does not depend
-on the number of DataLoader workers or on which worker loads it.
+on the number of DataLoader workers or on which worker loads it. With ``pairs`` the two members of a
+pair draw their dropout and augmentation from one generator, so they are cut and augmented alike.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from preprocessing.prepared import LANDMARK_COLUMNS, PreparedDataError, read_cro
 from .augment import applied, seed_pipeline, train_pipeline, val_pipeline
 from .dropout import StructuredDropout
 from .mixup import blend_pair, sample_weight
+from .pairs import partners
 from .selfblend import SelfBlend
 
 #: Where a training sample comes from: a real crop, a fake crop, or a self-blended pseudo-fake made
@@ -60,6 +62,11 @@ class CropDataset(Dataset):
     ``{"real": 0.5, "pseudo": 0.5}`` a model learns from real videos alone (a crop whose face lies
     wholly outside it, where nothing can be blended, stays real). An epoch is as long as the
     scarcest source allows without repeating a crop within a source.
+
+    ``pairs`` (balanced training, real and fake crops only, no mixup) draws the epoch's fakes as
+    above and gives each its real partner (:mod:`training.pairs`): positions ``2k`` and ``2k + 1``
+    are pair ``k``'s real and fake (reals may repeat, one per fake); :class:`training.pairs.PairSampler`
+    keeps pairs whole in batches.
     """
 
     def __init__(
@@ -77,6 +84,7 @@ class CropDataset(Dataset):
         mix: dict[str, float] | None = None,
         selfblend: SelfBlend = SelfBlend(),
         seed: int = 0,
+        pairs: bool = False,
     ):
         self.root = Path(root)
         table = read_prepared(self.root)
@@ -96,6 +104,9 @@ class CropDataset(Dataset):
         self.mix = check_mix(DEFAULT_MIX if mix is None else mix)
         if self.mix["pseudo"] and not (train and self.balance):
             raise ValueError("mix: pseudo-fakes are drawn in balanced training epochs only (train=True, balance=True)")
+        self.pairs = pairs and train
+        if self.pairs and (not self.balance or self.mixup or self.mix != check_mix(DEFAULT_MIX)):
+            raise ValueError("pairs: drawn in balanced training epochs of real and fake crops only, without mixup")
         self.selfblend = selfblend
         self.clip_targets = clip_targets
         self.seed = seed
@@ -126,9 +137,14 @@ class CropDataset(Dataset):
             kinds = [np.full(count, kind) for kind, count in enumerate(counts) if count]
             shuffle = rng.permutation(sum(counts))
             order, sources = np.concatenate(draws)[shuffle], np.concatenate(kinds)[shuffle]
+            if self.pairs:
+                fakes = order[sources == SOURCES.index("fake")]
+                order = np.stack([partners(self.table, fakes, rng), fakes], axis=1).ravel()
+                sources = np.tile([SOURCES.index("real"), SOURCES.index("fake")], len(fakes))
         else:
             sources[self._labels == 1] = SOURCES.index("fake")
         self.order, self.sources = order, sources
+        self.keys = np.arange(len(order)) // 2 if self.pairs else np.arange(len(order))
 
     def __len__(self) -> int:
         return len(self.order)
@@ -137,6 +153,7 @@ class CropDataset(Dataset):
         position = int(self.order[index])
         row = self._rows[position]
         rng = np.random.default_rng((self.seed, self.epoch, index))
+        shared = np.random.default_rng((self.seed, self.epoch, int(self.keys[index]), 1))  # a pair's, in pairs
         source = SOURCES[self.sources[index]]
         landmarks = self._landmarks[position] if self._has_landmarks[position] else None
         image = read_crop(self.root / row["crop"])
@@ -155,10 +172,10 @@ class CropDataset(Dataset):
             mask = np.rint(mask * target).astype(np.uint8) if mask is not None else None
         names = []
         if self.dropout is not None:
-            image, name = self.dropout(image, rng, landmarks, mask, fake=source != "real")
+            image, name = self.dropout(image, shared, landmarks, mask, fake=source != "real")
             names += [name] if name != "none" else []
         known = source == "real" or mask is not None
-        seed_pipeline(self.pipeline, rng)
+        seed_pipeline(self.pipeline, shared)
         result = self.pipeline(image=image, mask=mask if mask is not None else np.zeros(image.shape[:2], np.uint8))
         names += ["cutout"] if "CoarseDropout" in applied(result) else []
         if self.clip_targets is not None:

@@ -54,6 +54,7 @@ from .dataset import CropDataset, PreparedDataError
 from .dropout import StructuredDropout
 from .engine import predict, train_one_epoch, video_metrics
 from .lifecycle import check_fresh, epoch_batches, resume_state, resumed_scaler, write_history
+from .pairs import PairSampler
 from .selfblend import SelfBlend
 
 logger = logging.getLogger("training.train")  # the same name under python -m
@@ -68,7 +69,7 @@ def make_datasets(root: str | os.PathLike, fold: int | None, config: RunConfig) 
     train = CropDataset(root, config.model, fold, train=True, balance=data.balance, dropout=dropout,
                         pipeline=train_pipeline(config.model.input_size, **data.augment), mixup=data.mixup,
                         clip_targets=data.clip_targets, mix=data.mix, selfblend=SelfBlend(**data.selfblend),
-                        seed=config.train.seed)
+                        seed=config.train.seed, pairs=data.pairs)
     return train, CropDataset(root, config.model, fold, train=False)
 
 
@@ -210,8 +211,11 @@ def _loaders(train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
              ctx: distributed.Context) -> tuple[DataLoader, DataLoader]:
     if len(val_set) == 0:
         raise ConfigError("the validation fold holds no crops")
-    sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed,
-                                 drop_last=True)
+    if getattr(train_set, "pairs", False):  # the dataset shuffles its pairs; the sampler keeps them whole
+        sampler = PairSampler(train_set, ctx.world_size, ctx.rank)
+    else:
+        sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=True)
     common = {"num_workers": cfg.workers, "pin_memory": ctx.device.type == "cuda"}
     train = DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=True, **common)
     if len(train) == 0:
