@@ -49,20 +49,20 @@ from models import calibration
 from models.checkpoint import CheckpointError, amend_checkpoint, read_checkpoint
 from models.metrics import intervals, label_metrics
 from models.stacking import Member, Stacking, StackingError, features
-from plumbing.fileio import file_digest
-from plumbing.fileio import write_json
+from plumbing.fileio import file_digest, write_json
 from plumbing.logs import configure_logging
 from preprocessing.folds import assign_folds
 from preprocessing.index import index_folder, video_id
 
 from .aggregate import STRATEGIES, aggregate
+from .scoring import Settings
 
 log = logging.getLogger("kernels.calibrate")
 
 #: The stacked regression's inverse L2 strength (scikit-learn's ``C``): mild, on logits of order 1-10.
 STACK_C = 1.0
-#: A member alone gives an abstained video this, as the kernel gives the prior to a video no model scored.
-PRIOR = 0.5
+#: A member alone gives an abstained video this: the kernel's prior for a video no model scored.
+PRIOR = Settings.prior
 
 
 class CalibrationError(ValueError):
@@ -347,7 +347,7 @@ def _stack(args: argparse.Namespace) -> int:
         log.error("%s", err)
         return 2
     fitted.save(args.stack)
-    elsewhere = [str(c) for _, _, c in members if c.resolve().parent != args.stack.resolve().parent]
+    elsewhere = [str(c) for _, _, c in members if c.parent.absolute() != args.stack.parent.absolute()]
     if elsewhere:
         log.warning("the kernel loads the members from beside %s; %s are not there", args.stack, elsewhere)
     report = fitted.report

@@ -3,20 +3,19 @@ video goes to the details, an abstaining model leaves the decision to the others
 by its indicator), and resume and the Ray engine keep every model's result."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import expit
 
 from kernels import runner, scoring
 from kernels.ensemble import Ensemble
 from kernels.progress import ProgressLog
 from models.calibration import logit
-from scipy.special import expit
 from plumbing.cluster import ray_session
 from plumbing.fileio import file_digest
 from submission.io import read_submission
