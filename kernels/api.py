@@ -33,7 +33,7 @@ from plumbing.fileio import write_png
 from .aggregate import STRATEGIES
 from .ensemble import Ensemble
 from .pipeline import VideoFaces, Workers
-from .inputs import default_weights, named_videos
+from .inputs import named_videos, resolve_models
 from .runner import run
 from .scoring import Settings
 from .progress import ProgressLog
@@ -58,9 +58,11 @@ class Scores:
 
 
 def load_ensemble(weights: Sequence[str | Path] | None = None, model_weights: Sequence[float] | None = None,
-                  device: str | None = None, precision: str = "auto") -> Ensemble:
-    """Load checkpoints (default: every frame model in ``weights/``) strictly; a bad file raises ``CheckpointError``."""
-    return Ensemble.load(list(weights) if weights else default_weights(), model_weights, device, precision)
+                  device: str | None = None, precision: str = "auto", stacking: str | Path | None = None) -> Ensemble:
+    """Load checkpoints strictly, with a stacking file, as ``kernels.predict`` does
+    (:func:`kernels.inputs.resolve_models`); a bad file raises ``CheckpointError`` or ``StackingError``."""
+    paths, stacking = resolve_models(weights, stacking)
+    return Ensemble.load(paths, model_weights, device, precision, stacking=stacking)
 
 
 def on_device(settings: dict, device: str | torch.device) -> dict:
@@ -74,7 +76,7 @@ def on_device(settings: dict, device: str | torch.device) -> dict:
 
 def frame_table(records: Sequence[dict], ensemble: Ensemble, crops: dict[str, list] | None = None) -> pd.DataFrame:
     """One row per face crop of scored videos: ``filename, frame, track, prob_<frame model>..., prob``
-    (``prob`` = the frame models' weighted mean) and ``crop`` (RGB uint8 array, a PNG path, or None
+    (``prob`` = the frame models' weighted mean, stacked or not) and ``crop`` (RGB uint8 array, a PNG path, or None
     when the crop was not kept, e.g. for a video resumed from an earlier run)."""
     names = [name for name, _, _ in ensemble.frame_models]
     rows = []
@@ -85,7 +87,7 @@ def frame_table(records: Sequence[dict], ensemble: Ensemble, crops: dict[str, li
         for i, (frame, track) in enumerate(zip(record["frame_ids"], record["track_ids"])):
             row = {"filename": record["filename"], "frame": frame, "track": track}
             row.update({f"prob_{name}": record["probs"][name][i] for name in names})
-            row["prob"] = ensemble.combine({name: row[f"prob_{name}"] for name in names})
+            row["prob"] = ensemble.mean({name: row[f"prob_{name}"] for name in names})
             row["crop"] = kept[i]
             rows.append(row)
     columns = ["filename", "frame", "track", *(f"prob_{n}" for n in names), "prob", "crop"]
@@ -94,14 +96,15 @@ def frame_table(records: Sequence[dict], ensemble: Ensemble, crops: dict[str, li
 
 def track_table(frames: pd.DataFrame, ensemble: Ensemble, strategy: str) -> pd.DataFrame:
     """One row per face track: ``filename, track, frames, score_<frame model>..., score``, each
-    model's frames reduced by ``strategy``'s per-track rule and the models by their weighted mean."""
+    model's frames reduced by ``strategy``'s per-track rule and the models by their weighted mean
+    (a stacking file combines whole videos only)."""
     per_track = STRATEGIES[strategy][0]
     names = [name for name, _, _ in ensemble.frame_models]
     rows = []
     for (filename, track), group in frames.groupby(["filename", "track"], sort=True):
         row = {"filename": filename, "track": track, "frames": len(group)}
         row.update({f"score_{n}": per_track(group[f"prob_{n}"].to_numpy()) for n in names})
-        row["score"] = ensemble.combine({n: row[f"score_{n}"] for n in names})
+        row["score"] = ensemble.mean({n: row[f"score_{n}"] for n in names})
         rows.append(row)
     columns = ["filename", "track", "frames", *(f"score_{n}" for n in names), "score"]
     return pd.DataFrame(rows, columns=columns)
@@ -111,7 +114,7 @@ def score_videos(videos: str | Path | Sequence[str | Path], ensemble: Ensemble |
                  out: str | Path = "output/scores/submission.csv", crops_dir: str | Path | None = None,
                  keep_crops: bool = True, fresh: bool = False, workers: Workers | None = None, **settings) -> Scores:
     """Score one video, a list of videos or a folder (searched recursively) with ``ensemble`` (an
-    :class:`Ensemble` or checkpoint paths; default: every frame model in ``weights/``).
+    :class:`Ensemble` or checkpoint paths; default: as ``kernels.predict``'s).
 
     Writes what ``python -m kernels.predict`` writes at ``out`` (submission, details, resume log).
     ``settings`` are :class:`kernels.scoring.Settings` fields (``frames``, ``strategy``, ``workers``,
@@ -158,13 +161,13 @@ class Scorer:
     """
 
     def __init__(self, weights: Sequence[str | Path] | None = None, model_weights: Sequence[float] | None = None,
-                 device: str | None = None, precision: str = "auto", **settings):
+                 device: str | None = None, precision: str = "auto", stacking: str | Path | None = None, **settings):
         device = check_device(device) if device is not None else default_device()
         self.settings = on_device(settings, device)
         config = Settings(**self.settings)
         self.workers = Workers(config.detector, config.workers)
         try:
-            self.ensemble = load_ensemble(weights, model_weights, device, precision)
+            self.ensemble = load_ensemble(weights, model_weights, device, precision, stacking)
         except BaseException:
             self.workers.close()
             raise

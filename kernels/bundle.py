@@ -1,10 +1,11 @@
 """Build the folder to upload as a Kaggle dataset: the kernel with everything it needs, offline.
 
-    python -m kernels.bundle --out DIR [--weights W.pt ...] [--skip PKG ...] [--python 3.11]
+    python -m kernels.bundle --out DIR [--weights W.pt ...] [--stacking S.json] [--skip PKG ...] [--python 3.11]
 
 ``DIR`` receives ``wheels/`` (a binary wheel of every runtime requirement not skipped and of each of
 their dependencies, resolved for CPython ``--python`` on manylinux x86_64), ``requirements.txt``
-(exactly those, pinned), ``code/`` (the project's packages, with the checkpoints in ``code/weights/``),
+(exactly those, pinned), ``code/`` (the project's packages, with the checkpoints in ``code/weights/``
+and the stacking file, if any, as ``code/weights/stacking.json``, which the kernel then applies),
 ``kernel.py`` and ``kernel.ipynb`` (install offline, find the test folder, run the kernel under the
 deadline, write ``/kaggle/working/submission.csv``) and ``bundle.json`` (these settings). A
 requirement without a binary wheel for the target is refused, by name: a notebook offline cannot
@@ -27,11 +28,13 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from models.stacking import Stacking, StackingError
 from plumbing.cli import add_field_flag
+from plumbing.fileio import file_digest
 from plumbing.logs import configure_logging
 
 from .kaggle import KAGGLE_LIMIT_S
-from .inputs import default_weights
+from .inputs import STACKING, resolve_models
 
 log = logging.getLogger("kernels.bundle")
 
@@ -55,7 +58,8 @@ class BundleConfig:
     """What goes into a bundle."""
 
     out: Path
-    weights: list[Path] = field(default_factory=default_weights)
+    weights: list[Path] | None = None  # None: as kernels.predict's default (kernels.inputs.resolve_models)
+    stacking: Path | None = None
     skip: list[str] = field(default_factory=lambda: list(KAGGLE_SHIPS))
     python: str = "3.11"  # the Kaggle image's
     deadline: float = KAGGLE_LIMIT_S - 1800  # half an hour for start-up, installation and writing
@@ -119,13 +123,16 @@ def keep(resolved: list[dict], skip: list[str]) -> dict[str, str]:
     return dict(sorted(kept.items()))
 
 
-def copy_code(weights: list[Path], code: Path) -> None:
-    """The project's packages (no caches) and the checkpoints, where ``kernels.predict`` looks for them."""
+def copy_code(weights: list[Path], stacking: Path | None, code: Path) -> None:
+    """The project's packages (no caches), the checkpoints and the stacking file, where ``kernels.predict``
+    looks for them."""
     for package in PACKAGES:
         shutil.copytree(REPO / package, code / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "bundled"))
     (code / "weights").mkdir()
     for path in weights:
         shutil.copy2(path, code / "weights" / path.name)
+    if stacking is not None:
+        shutil.copy2(stacking, code / "weights" / STACKING.name)
 
 
 def build(config: BundleConfig) -> dict[str, str]:
@@ -134,11 +141,17 @@ def build(config: BundleConfig) -> dict[str, str]:
     out = Path(config.out)
     if out.exists():
         raise BundleError(f"{out}: already exists; give a new folder")
-    if not config.weights:
-        raise BundleError("no checkpoint: pass --weights (see docs/train.md)")
-    for path in config.weights:
-        if not Path(path).is_file():
-            raise BundleError(f"{path}: no such checkpoint")
+    try:
+        weights, stacking = resolve_models(config.weights, config.stacking)
+        if not weights:
+            raise BundleError("no checkpoint: pass --weights (see docs/train.md)")
+        for path in weights:
+            if not Path(path).is_file():
+                raise BundleError(f"{path}: no such checkpoint")
+        if stacking is not None:  # the kernel would refuse it on Kaggle: refuse it here
+            Stacking.load(stacking).check(stacking, {Path(w).stem: file_digest(w) for w in weights})
+    except StackingError as err:
+        raise BundleError(str(err)) from None
     log.info("resolving %s for CPython %s on manylinux x86_64, leaving out %s", config.requirements,
              config.python, ", ".join(config.skip) or "nothing")
     pins = keep(resolve(config.requirements, config.python), config.skip)
@@ -150,11 +163,12 @@ def build(config: BundleConfig) -> dict[str, str]:
         pip("download", "--quiet", "--no-deps", "--dest", str(partial / "wheels"),
             *(f"{name}=={version}" for name, version in pins.items()), python=config.python)
         (partial / "requirements.txt").write_text("".join(f"{n}=={v}\n" for n, v in pins.items()))
-        copy_code([Path(w) for w in config.weights], partial / "code")
+        copy_code(weights, stacking, partial / "code")
+        log.info("shipping %d checkpoint(s)%s", len(weights), f" combined by {stacking}" if stacking else "")
         for name in ("kernel.py", "kernel.ipynb"):
             shutil.copy2(BUNDLED / name, partial / name)
-        settings = {**asdict(config), "out": str(out), "weights": [Path(w).name for w in config.weights],
-                    "requirements": str(config.requirements)}
+        settings = {**asdict(config), "out": str(out), "weights": [Path(w).name for w in weights],
+                    "stacking": stacking and STACKING.name, "requirements": str(config.requirements)}
         (partial / "bundle.json").write_text(json.dumps(settings, indent=1))
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -168,8 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m kernels.bundle", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="the bundle folder to create")
-    p.add_argument("--weights", type=Path, nargs="+", default=defaults.weights,
-                   help="checkpoints (default: every frame model in weights/)")
+    p.add_argument("--weights", type=Path, nargs="+",
+                   help="checkpoints (default: as kernels.predict's: the members of weights/stacking.json where it "
+                        "exists, else every frame model in weights/)")
+    p.add_argument("--stacking", type=Path, help="a stacking file to ship (as kernels.predict's --stacking; its "
+                   "members, from beside it, unless --weights names them)")
     p.add_argument("--skip", nargs="*", default=defaults.skip,
                    help="requirements the Kaggle image already ships (default: %(default)s)")
     add_field_flag(p, defaults, "python", "the notebook's Python")
@@ -183,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    config = BundleConfig(args.out, args.weights, args.skip, args.python, args.deadline, args.requirements)
+    config = BundleConfig(args.out, args.weights, args.stacking, args.skip, args.python, args.deadline, args.requirements)
     try:
         pins = build(config)
     except BundleError as err:
@@ -192,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # a full disk, an unwritable folder: nothing is left under --out
         log.error("cannot write %s: %s", args.out, err)
         return 3
-    log.info("wrote %s: %d wheels, %d checkpoint(s); upload it as a Kaggle dataset", args.out, len(pins),
-             len(config.weights))
+    log.info("wrote %s: %d wheels; upload it as a Kaggle dataset", args.out, len(pins))
     return 0
 
 

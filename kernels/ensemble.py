@@ -20,9 +20,10 @@ from skimage import data
 from models.checkpoint import load_model
 from models.lrnet import LRNet
 from models.precision import PRECISIONS, auto_precision
+from models.stacking import Stacking
 from models.zoo import DeepfakeClassifier, to_batch
 from plumbing.device import check_device, default_device
-from plumbing.fileio import write_json
+from plumbing.fileio import file_digest, write_json
 from preprocessing.cropspec import CropSpec
 from preprocessing.landmarks import LandmarkSpec
 
@@ -120,19 +121,12 @@ def _probe_verdict(model: DeepfakeClassifier, device: torch.device) -> str:
     return "bf16" if faster_and_agrees else "fp32"
 
 
-def file_digest(path: str | Path) -> str:
-    """SHA-1 of a file's bytes: identifies a checkpoint in a run's resume signature."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class Ensemble:
     """Models with names (checkpoint file stems) and weights for the mean across models: frame
-    models (:class:`DeepfakeClassifier`) and sequence models (:class:`LRNet`, always fp32)."""
+    models (:class:`DeepfakeClassifier`) and sequence models (:class:`LRNet`, always fp32); or,
+    where a stacking file applies (``stacking``, its sha256 ``stacking_digest``), its formula
+    instead of the mean."""
 
     models: list[DeepfakeClassifier | LRNet]
     names: list[str]
@@ -144,42 +138,52 @@ class Ensemble:
     paths: list[str] = field(default_factory=list)  # absolute: where another process loads the same models
     precision: str = "auto"  # as asked, before each model resolved it
     spec: dict = field(default_factory=dict)  # crop spec fields replacing every checkpoint's own
+    stacking: Stacking | None = None
+    stacking_digest: str | None = None
 
     @classmethod
     def load(cls, paths: Sequence[str | Path], weights: Sequence[float] | None = None,
              device: str | torch.device | None = None, precision: str = "auto", batch_size: int = 32,
-             spec: dict | None = None) -> "Ensemble":
+             spec: dict | None = None, stacking: str | Path | None = None) -> "Ensemble":
         """Load every checkpoint, of either family (strictly; a bad one raises ``CheckpointError``
         naming it); ``spec``: crop spec fields that replace every frame model's own (``None`` values
-        are ignored).
+        are ignored); ``stacking``: a stacking file whose members must be exactly these models, by
+        name and sha256 (else a ``StackingError`` naming the file and the member), and which then
+        combines them (``weights`` must then be None).
 
         ``device="meta"`` describes the ensemble without holding its weights (names, digests, crop
         and landmark specs, calibrations: what a driver whose models run elsewhere needs); its
         precisions stay as asked, for the processes that run the models to resolve."""
         if not paths:
             raise ValueError("no checkpoint given")
+        if stacking is not None and weights is not None:
+            raise ValueError(f"{stacking}: a stacking file combines the models by its own formula; give no model weights")
         if weights is not None and len(weights) != len(paths):
             raise ValueError(f"{len(weights)} model weights given for {len(paths)} checkpoints")
         device = check_device(device) if device is not None else default_device()
         models = [load_model(p, device, family=None) for p in paths]
-        spec = {k: v for k, v in (spec or {}).items() if v is not None}
-        for model in models:
-            if not isinstance(model, LRNet):
-                model.spec = model.spec.replace(**spec)
-        digests = [file_digest(p) for p in paths]
-        precisions = ["fp32" if isinstance(m, LRNet) else precision if device.type == "meta"
-                      else choose_precision(m, precision, device, d) for m, d in zip(models, digests)]
-        models = [m if isinstance(m, LRNet) else _layout(m, p, device) for m, p in zip(models, precisions)]
         names, seen = [], {}
         for p in paths:
             stem = Path(p).stem
             seen[stem] = seen.get(stem, 0) + 1
             names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+        digests = [file_digest(p) for p in paths]
+        stack = Stacking.load(stacking) if stacking is not None else None
+        if stack is not None:
+            stack.check(stacking, dict(zip(names, digests)))
+        spec = {k: v for k, v in (spec or {}).items() if v is not None}
+        for model in models:
+            if not isinstance(model, LRNet):
+                model.spec = model.spec.replace(**spec)
+        precisions = ["fp32" if isinstance(m, LRNet) else precision if device.type == "meta"
+                      else choose_precision(m, precision, device, d) for m, d in zip(models, digests)]
+        models = [m if isinstance(m, LRNet) else _layout(m, p, device) for m, p in zip(models, precisions)]
         w = np.ones(len(paths)) if weights is None else np.asarray(weights, dtype=np.float64)
         if (w < 0).any() or w.sum() <= 0:
             raise ValueError(f"model weights must be >= 0 and not all 0, got {list(w)}")
         return cls(models, names, w / w.sum(), digests, device, precisions, batch_size,
-                   [str(Path(p).resolve()) for p in paths], precision, spec)
+                   [str(Path(p).resolve()) for p in paths], precision, spec, stack,
+                   file_digest(stacking) if stack is not None else None)
 
     @property
     def frame_models(self) -> list[tuple[str, DeepfakeClassifier, str]]:
@@ -240,8 +244,13 @@ class Ensemble:
         return out
 
     def combine(self, scores: dict[str, float]) -> float:
-        """Weighted mean of the per-model video scores given: a model without a score (one that
-        abstained on this video) leaves the others' weights to decide, renormalised."""
+        """The video's fake probability from the per-model video scores given (a model without a
+        score abstained on it): the stacking file's formula where one applies, else :meth:`mean`."""
+        return self.stacking(scores) if self.stacking is not None else self.mean(scores)
+
+    def mean(self, scores: dict[str, float]) -> float:
+        """Weighted mean of the per-model scores given: a model without a score (one that abstained
+        on this video) leaves the others' weights to decide, renormalised."""
         present = [(w, scores[n]) for n, w in zip(self.names, self.weights) if n in scores]
         if not present or sum(w for w, _ in present) <= 0:
             raise ValueError(f"no model with a positive weight scored this video (scores: {sorted(scores)})")

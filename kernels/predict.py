@@ -1,7 +1,7 @@
 """Score a folder of videos into a Kaggle DFDC submission, under a deadline.
 
     python -m kernels.predict --videos DIR --out submission/submission.csv [--weights W.pt ...]
-                              [--frames 32] [--deadline SECONDS] [--strategy confident]
+                              [--stacking S.json] [--frames 32] [--deadline SECONDS] [--strategy confident]
 
 Writes ``filename,label`` for every video (sorted, probabilities clipped to [eps, 1 - eps]) and a
 per-video detail file beside it. The submission is rewritten atomically as videos finish, so a
@@ -27,7 +27,7 @@ from preprocessing.video import RUN_LENGTH
 
 from .aggregate import STRATEGIES
 from .ensemble import PRECISIONS, Ensemble
-from .inputs import WEIGHTS_DIR, default_weights, named_videos, shard
+from .inputs import STACKING, WEIGHTS_DIR, named_videos, resolve_models, shard
 from .kaggle import default_submission
 from .pipeline import Workers
 from .presets import PRESETS, Preset
@@ -46,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "if present, else the embedded astronaut sample")
     p.add_argument("--out", type=Path, default=default_submission(),
                    help="submission CSV (default: submission.csv inside Kaggle, else submission/submission.csv)")
-    p.add_argument("--weights", type=Path, nargs="+", help="checkpoints (default: every frame model in weights/)")
+    p.add_argument("--weights", type=Path, nargs="+",
+                   help=f"checkpoints (default: the members of {STACKING.relative_to(WEIGHTS_DIR.parent)} where it "
+                        "exists, else every frame model in weights/)")
+    p.add_argument("--stacking", type=Path, help="a stacking file (python -m kernels.calibrate --stack) that combines "
+                   "the models instead of the mean; its members, from beside it, unless --weights names them")
     p.add_argument("--model-weights", type=float, nargs="+", help="one weight per checkpoint for the ensemble mean")
     add_field_flag(p, default, "frames", "frames per video while time allows")
     add_field_flag(p, default, "min_frames", "fewest frames when short of time")
@@ -94,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
 def score_folder(args: argparse.Namespace, detector: dict, preset: Preset, workers: Workers, started: float) -> int:
     """The command's work once its detection workers are starting; returns the exit status."""
     try:
-        weights = args.weights or default_weights()
+        weights, stacking = resolve_models(args.weights, args.stacking)
         if not weights:
             log.error("no checkpoint in %s: pass --weights (see docs/train.md)", WEIGHTS_DIR)
             return 2
         device = "meta" if args.engine == "ray" else args.device  # on Ray the replicas hold the weights
-        ensemble = Ensemble.load(weights, args.model_weights, device, args.precision, spec={"margin": args.margin})
+        ensemble = Ensemble.load(weights, args.model_weights, device, args.precision, spec={"margin": args.margin},
+                                 stacking=stacking)
     except (CheckpointError, ValueError) as err:
         log.error("%s", err)
         return 2
@@ -113,8 +118,8 @@ def score_folder(args: argparse.Namespace, detector: dict, preset: Preset, worke
                         eps=args.eps, deadline=args.deadline, workers=args.workers,
                         video_timeout=args.video_timeout, detector=detector, runs=args.runs,
                         engine=args.engine, address=args.address, **preset.settings)
-    log.info("%d videos, model(s) %s in %s, strategy %s", len(named), ensemble.names,
-             ensemble.precisions, settings.strategy or "each model's own")
+    log.info("%d videos, model(s) %s in %s, strategy %s, combined by %s", len(named), ensemble.names,
+             ensemble.precisions, settings.strategy or "each model's own", stacking or "their mean")
     try:
         details = run(named, ensemble, args.out, settings, args.fresh, started, workers=workers)
     except OSError as err:  # a read-only folder, a full disk: earlier outputs stay as they were

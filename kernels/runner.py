@@ -57,11 +57,12 @@ def run(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, out: Path, setti
     (default: ``settings.workers`` processes started for this call).
     """
     budget = Budget(settings.deadline, start=started)
+    stacked = {m.name: m.strategy for m in ensemble.stacking.members} if ensemble.stacking else {}
     for name, model, _ in ensemble.frame_models:
-        fitted_on = model.calibration.strategy
-        if fitted_on and fitted_on != settings.strategy_of(model):
-            log.warning("%s: calibrated on %r video scores, applied to %r ones", name, fitted_on,
-                        settings.strategy_of(model))
+        for fitted, fitted_on in (("calibrated", model.calibration.strategy), ("stacked", stacked.get(name))):
+            if fitted_on and fitted_on != settings.strategy_of(model):
+                log.warning("%s: %s on %r video scores, applied to %r ones", name, fitted, fitted_on,
+                            settings.strategy_of(model))
     progress = ProgressLog(out.with_suffix(".progress.jsonl"), settings.signature(ensemble), fresh)
     todo = [(name, path) for name, path in videos if name not in progress.records]
     if len(todo) < len(videos):

@@ -48,7 +48,7 @@ class Settings:
         """What a resumed run must share with the run it continues."""
         detection = {k: v for k, v in self.detector.items()
                      if k in ("thresholds", "min_score", "min_size", "scale", "resample", "region_grow", "region_size")}
-        return {"weights": ensemble.digests, "frames": self.frames, "min_frames": self.min_frames,
+        return {"weights": ensemble.digests, "stacking": ensemble.stacking_digest, "frames": self.frames, "min_frames": self.min_frames,
                 "specs": [m.spec.to_dict() for m in ensemble.models], **self._cutting_fields(),
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in detection.items()}}
 

@@ -1,4 +1,4 @@
-"""The metric of the project's tables: log-loss per class and its balanced mean, and AUC.
+"""The metric of the project's tables: log-loss per class and its balanced mean, AUC, and their bootstrap intervals.
 
 ``logloss`` here is the *balanced* log-loss (the mean of the real and the fake items' log-losses);
 the DFDC metric, sklearn's plain log-loss over every video, is ``submission.score``'s ``log_loss``.
@@ -13,6 +13,9 @@ import pandas as pd
 
 #: Probabilities are clipped to [EPS, 1 - EPS] before the log, as sklearn's ``log_loss`` does.
 EPS = float(np.finfo(float).eps)
+#: The bootstrap intervals' level and default number of resamples.
+LEVEL = 0.9
+RESAMPLES = 1000
 
 
 def label_metrics(labels: Sequence[int], probs: Sequence[float]) -> dict[str, float]:
@@ -37,3 +40,20 @@ def label_metrics(labels: Sequence[int], probs: Sequence[float]) -> dict[str, fl
         "auc": float(auc),
         "videos": len(labels),
     }
+
+
+def intervals(labels: Sequence[int], probs: Sequence[float], resamples: int = RESAMPLES,
+              seed: int = 0) -> dict[str, float]:
+    """:data:`LEVEL` percentile-bootstrap intervals of ``logloss`` and ``auc`` (``<metric>_lo``,
+    ``<metric>_hi``): real and fake videos are resampled apart, so every draw keeps both classes in
+    their counts. Seeded: the same scores give the same intervals."""
+    labels, probs = np.asarray(labels, int), np.asarray(probs, float)
+    rng = np.random.default_rng(seed)
+    classes = [np.flatnonzero(labels == label) for label in (0, 1)]
+    draws = []
+    for _ in range(resamples):
+        index = np.concatenate([rng.choice(members, len(members)) for members in classes if len(members)])
+        metrics = label_metrics(labels[index], probs[index])
+        draws.append((metrics["logloss"], metrics["auc"]))
+    low, high = np.percentile(np.array(draws), [50 * (1 - LEVEL), 50 * (1 + LEVEL)], axis=0)
+    return {"logloss_lo": low[0], "logloss_hi": high[0], "auc_lo": low[1], "auc_hi": high[1]}

@@ -1,7 +1,8 @@
-"""Atomic file writes: a reader never sees a half-written file under its final name."""
+"""Atomic file writes (a reader never sees a half-written file under its final name) and file digests."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -63,3 +64,12 @@ def write_figure(path: str | os.PathLike, figure: Any, dpi: int = 100) -> None:
     figure.savefig(buffer, format="png", dpi=dpi)
     with atomic_write(path, "wb") as f:
         f.write(buffer.getvalue())
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex): identifies a checkpoint or a stacking file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

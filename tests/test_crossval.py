@@ -9,6 +9,7 @@ import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
 from kernels import calibrate
+from models.metrics import intervals
 from models.checkpoint import load_model
 from models.zoo import ModelConfig
 from training import crossval
@@ -99,8 +100,8 @@ def test_bootstrap_intervals_keep_both_classes_and_narrow_with_more_videos():
     rng = np.random.default_rng(0)
     labels = np.r_[np.zeros(15, int), np.ones(28, int)]
     probs = np.clip(0.5 + 0.15 * (labels - 0.5) + rng.normal(0, 0.15, len(labels)), 0.01, 0.99)
-    few = crossval.intervals(labels, probs)
-    many = crossval.intervals(np.tile(labels, 16), np.tile(probs, 16))
+    few = intervals(labels, probs)
+    many = intervals(np.tile(labels, 16), np.tile(probs, 16))
     metrics = crossval.label_metrics(labels, probs)
     for metric in ("logloss", "auc"):
         assert few[f"{metric}_lo"] < metrics[metric] < few[f"{metric}_hi"]
@@ -109,7 +110,7 @@ def test_bootstrap_intervals_keep_both_classes_and_narrow_with_more_videos():
         width = {name: bounds[f"{metric}_hi"] - bounds[f"{metric}_lo"] for name, bounds in (("few", few), ("many", many))}
         assert 0.15 < width["many"] / width["few"] < 0.4, metric
     one_real = np.r_[0, np.ones(10, int)]  # every draw keeps its one real video: AUC defined, and 1
-    perfect = crossval.intervals(one_real, one_real * 0.8 + 0.1)
+    perfect = intervals(one_real, one_real * 0.8 + 0.1)
     assert perfect["auc_lo"] == perfect["auc_hi"] == 1.0
 
 

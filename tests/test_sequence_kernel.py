@@ -1,20 +1,23 @@
 """The kernel with a sequence model (LRNet) beside a frame model: what the sequence model did on each
-video goes to the details, an abstaining model leaves the decision to the others, and resume and the
-Ray engine keep every model's result."""
+video goes to the details, an abstaining model leaves the decision to the others (or, stacked, counts
+by its indicator), and resume and the Ray engine keep every model's result."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import expit
 
 from kernels import runner, scoring
 from kernels.ensemble import Ensemble
 from kernels.progress import ProgressLog
 from models.calibration import logit
 from plumbing.cluster import ray_session
+from plumbing.fileio import file_digest
 from submission.io import read_submission
 from tests.clips import write_clip
 
@@ -112,3 +115,27 @@ def test_the_ray_engine_gives_the_local_results(folder, ensemble, scored, tmp_pa
     local = scored[1].loc[[n for n, _ in videos]]
     pd.testing.assert_frame_equal(details.set_index("filename").drop(columns="seconds"), local.drop(columns="seconds"),
                                   check_exact=False, atol=1e-6)
+
+
+def test_a_stacked_run_combines_the_detail_files_scores_by_the_files_formula(folder, ensemble, scored, tmp_path):
+    """The labels the runner writes (:func:`kernels.scoring.tables`) from the plain run's records, stacked."""
+    coefficients = {"lite0": (0.8, 0.0), "lrnet_ffpp": (1.3, -0.9)}  # (logit, abstained)
+    members = [{"name": p.stem, "checkpoint": p.name, "sha256": file_digest(p), "logit": coefficients[p.stem][0],
+                "abstained": coefficients[p.stem][1]} for p in WEIGHTS]
+    path = tmp_path / "stacking.json"
+    path.write_text(json.dumps({"members": members, "intercept": 0.2}))
+    stacked = Ensemble.load(WEIGHTS, device="meta", stacking=path)  # its models' outputs: the plain run's records
+    out, plain = scored
+    records = ProgressLog(out.with_suffix(".progress.jsonl"), scoring.Settings(**SETTINGS).signature(ensemble)).records
+    videos = [(n, p) for n, p in named(folder) if n in ("pair.mp4", "short.mp4")]
+    details = scoring.tables(videos, records, stacked, scoring.Settings(**SETTINGS), "")[1].set_index("filename")
+    for name, _ in videos:
+        frame, sequence = details.loc[name, ["score_lite0", "score_lrnet_ffpp"]]
+        expected = expit(0.2 + 0.8 * logit(frame) + (-0.9 if np.isnan(sequence) else 1.3 * logit(sequence)))
+        assert details.loc[name, "label"] == pytest.approx(np.clip(expected, 0.01, 0.99), abs=1e-5)
+    assert np.isnan(details.loc["short.mp4", "score_lrnet_ffpp"])  # LRNet abstained: its indicator counted
+    # the detail file's scores are the same stacked or not (each model's calibrated score); only the label differs
+    plain = plain.loc[["pair.mp4", "short.mp4"]]
+    pd.testing.assert_frame_equal(details.filter(like="score_"), plain.filter(like="score_"), check_exact=False, atol=1e-6)
+    assert abs(details.loc["pair.mp4", "label"] - plain.loc["pair.mp4", "label"]) > 0.01
+    assert scoring.Settings().signature(stacked)["stacking"] == file_digest(path)

@@ -23,13 +23,11 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from models.checkpoint import CheckpointError, load_model
-from models.metrics import label_metrics
+from models.metrics import LEVEL, RESAMPLES, intervals, label_metrics
 from models.precision import Precision
 from plumbing.strict import ConfigError
 from plumbing.device import DeviceError, default_device
@@ -48,9 +46,6 @@ KEYS = ("config", "checkpoint")
 METRICS = ("videos", "logloss", "logloss_real", "logloss_fake", "auc")
 #: The summary's columns: the metrics with the bounds of their bootstrap intervals.
 SUMMARY = ("videos", "logloss", "logloss_lo", "logloss_hi", "logloss_real", "logloss_fake", "auc", "auc_lo", "auc_hi")
-#: The bootstrap intervals' level and default number of resamples.
-LEVEL = 0.9
-RESAMPLES = 1000
 
 
 def run_dir(out: Path, config: Path, fold: int) -> Path:
@@ -131,23 +126,6 @@ def _by_method(videos: pd.DataFrame, data: Path, resamples: int) -> pd.DataFrame
     parts += [pd.concat([reals, fakes]).assign(group=f"{fakes.dataset.iloc[0]} {method or '(no method)'} vs all reals")
               for (_, method), fakes in videos[videos.label == 1].groupby(["dataset", "method"])]
     return _metrics(pd.concat(parts), [*KEYS, "group"], resamples).reindex(columns=[*KEYS, "group", *SUMMARY])
-
-
-def intervals(labels: Sequence[int], probs: Sequence[float], resamples: int = RESAMPLES,
-              seed: int = 0) -> dict[str, float]:
-    """:data:`LEVEL` percentile-bootstrap intervals of ``logloss`` and ``auc`` (``<metric>_lo``,
-    ``<metric>_hi``): real and fake videos are resampled apart, so every draw keeps both classes in
-    their counts. Seeded: the same scores give the same intervals."""
-    labels, probs = np.asarray(labels, int), np.asarray(probs, float)
-    rng = np.random.default_rng(seed)
-    classes = [np.flatnonzero(labels == label) for label in (0, 1)]
-    draws = []
-    for _ in range(resamples):
-        index = np.concatenate([rng.choice(members, len(members)) for members in classes if len(members)])
-        metrics = label_metrics(labels[index], probs[index])
-        draws.append((metrics["logloss"], metrics["auc"]))
-    low, high = np.percentile(np.array(draws), [50 * (1 - LEVEL), 50 * (1 + LEVEL)], axis=0)
-    return {"logloss_lo": low[0], "logloss_hi": high[0], "auc_lo": low[1], "auc_hi": high[1]}
 
 
 def _metrics(videos: pd.DataFrame, keys: list[str], resamples: int = 0) -> pd.DataFrame:
