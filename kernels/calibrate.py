@@ -47,7 +47,7 @@ from sklearn.linear_model import LogisticRegression
 
 from models import calibration
 from models.checkpoint import CheckpointError, amend_checkpoint, read_checkpoint
-from models.metrics import intervals, label_metrics
+from models.metrics import RESAMPLES, by_source, intervals, label_metrics
 from models.stacking import Member, Stacking, StackingError, features
 from plumbing.fileio import file_digest, write_json
 from plumbing.logs import configure_logging
@@ -227,10 +227,12 @@ def fit_stack(table: pd.DataFrame, members: list[dict]) -> Stacking:
                           for i, m in enumerate(members)), float(regression.intercept_[0]))
 
 
-def stack_report(table: pd.DataFrame, members: list[dict]) -> dict:
+def stack_report(table: pd.DataFrame, members: list[dict], sources: pd.DataFrame | None = None,
+                 resamples: int = RESAMPLES) -> dict:
     """Out of fold, each video scored by fits on the other folds: each member alone (its cross-fitted
     calibration, :data:`PRIOR` where it abstained), ``mean`` (of the calibrated members that scored)
-    and ``stack``; balanced log-loss and AUC with bootstrap intervals, pooled and per fold."""
+    and ``stack``; balanced log-loss and AUC with bootstrap intervals (``resamples`` draws), pooled and
+    per fold, and with ``sources`` (``dataset``, ``method`` by video) per dataset and method (:func:`by_source`)."""
     names = [m["name"] for m in members]
     scores = pd.DataFrame(index=table.index)
     for name in names:
@@ -244,16 +246,23 @@ def stack_report(table: pd.DataFrame, members: list[dict]) -> dict:
         held = (table["fold"] == fold).to_numpy()
         scores.loc[held, "stack"] = fit_stack(table[~held], members).predict(table.loc[held, names].to_numpy())
     pooled = {row: {k: v for k, v in {**label_metrics(table["label"], scores[row]),
-                                      **intervals(table["label"], scores[row])}.items()
+                                      **intervals(table["label"], scores[row], resamples)}.items()
                     if k in ("videos", "logloss", "logloss_lo", "logloss_hi", "auc", "auc_lo", "auc_hi")}
               for row in scores.columns}
     per_fold = {str(fold): {row: label_metrics(table.label[held], scores.loc[held, row])["logloss"] for row in scores.columns}
                 for fold, held in ((f, table["fold"] == f) for f in sorted(table["fold"].unique()))}
-    return {"videos": len(table), "regularisation_C": STACK_C, "out_of_fold": pooled, "per_fold_balanced_logloss": per_fold}
+    report = {"videos": len(table), "regularisation_C": STACK_C, "out_of_fold": pooled, "per_fold_balanced_logloss": per_fold}
+    if sources is not None:
+        long = scores.assign(video=table["video"], label=table["label"]).melt(["video", "label"], var_name="score",
+                                                                              value_name="prob")
+        rows = by_source(long.join(sources[["dataset", "method"]], on="video"), ["score"], resamples)
+        report["by_source"] = rows[["score", "group", "videos", "logloss", "logloss_lo", "logloss_hi",
+                                    "auc", "auc_lo", "auc_hi"]].to_dict("records")
+    return report
 
 
 def stack(members: list[tuple[Path, str, Path]], root: Path | None = None, labels: Path | None = None,
-          which: str = "last", strategy: str = "confident") -> Stacking:
+          which: str = "last", strategy: str = "confident", resamples: int = RESAMPLES) -> Stacking:
     """The stacking file of ``members`` (``(source, name in it, checkpoint)``), fitted on all their
     joined videos, with :func:`stack_report` as its report."""
     tables, entries = {}, []
@@ -266,7 +275,8 @@ def stack(members: list[tuple[Path, str, Path]], root: Path | None = None, label
     table = join_members(tables)
     if table["fold"].nunique() < 2 or table["label"].nunique() < 2:
         raise CalibrationError(f"the members' joined videos ({len(table)}) need two folds or more and both labels")
-    report = stack_report(table, entries)
+    sources = index_folder(root, labels).videos.set_index("video") if root is not None and labels is not None else None
+    report = stack_report(table, entries, sources, resamples)
     report["members"] = {c.stem: {"source": str(s), "name": n} for s, n, c in members}
     report["checkpoint"], report["strategy"] = which, strategy
     fitted = fit_stack(table, entries)
@@ -354,6 +364,9 @@ def _stack(args: argparse.Namespace) -> int:
     log.info("%d videos, out of fold (each fold's videos scored by fits on the others):\n%s\nper fold, balanced "
              "log-loss:\n%s", report["videos"], pd.DataFrame(report["out_of_fold"]).T.to_string(float_format="%.4f"),
              pd.DataFrame(report["per_fold_balanced_logloss"]).T.to_string(float_format="%.4f"))
+    if "by_source" in report:
+        table = pd.DataFrame(report["by_source"]).pivot(index="group", columns="score", values="auc")
+        log.info("AUC by source (a method's fakes against every real video):\n%s", table.to_string(float_format="%.3f"))
     log.info("fitted on all videos, written to %s: intercept %.3f; %s", args.stack, fitted.intercept,
              "; ".join(f"{m.name}: logit {m.logit:.3f}, abstained {m.abstained:.3f}" for m in fitted.members))
     return 0

@@ -57,3 +57,23 @@ def intervals(labels: Sequence[int], probs: Sequence[float], resamples: int = RE
         draws.append((metrics["logloss"], metrics["auc"]))
     low, high = np.percentile(np.array(draws), [50 * (1 - LEVEL), 50 * (1 + LEVEL)], axis=0)
     return {"logloss_lo": low[0], "logloss_hi": high[0], "auc_lo": low[1], "auc_hi": high[1]}
+
+
+def grouped_metrics(videos: pd.DataFrame, keys: list[str], resamples: int = 0) -> pd.DataFrame:
+    """One row of :func:`label_metrics` per group of ``keys`` of ``videos`` (``label``, ``prob``), with
+    bootstrap :func:`intervals` when ``resamples``."""
+    rows = [{**dict(zip(keys, key)), **label_metrics(part.label, part.prob),
+             **(intervals(part.label, part.prob, resamples) if resamples else {})}
+            for key, part in videos.groupby(keys, sort=False)]
+    return pd.DataFrame(rows)
+
+
+def by_source(videos: pd.DataFrame, keys: list[str], resamples: int = 0) -> pd.DataFrame:
+    """:func:`grouped_metrics` per dataset (its reals and fakes: ``dataset <name>``) and per manipulation
+    method (its fakes against every real video: ``<dataset> <method> vs all reals``), in a ``group``
+    column, for each group of ``keys``; ``videos`` has ``label``, ``prob``, ``dataset`` and ``method``."""
+    reals = videos[videos.label == 0]
+    parts = [part.assign(group=f"dataset {dataset}") for dataset, part in videos.groupby("dataset")]
+    parts += [pd.concat([reals, fakes]).assign(group=f"{fakes.dataset.iloc[0]} {method or '(no method)'} vs all reals")
+              for (_, method), fakes in videos[videos.label == 1].groupby(["dataset", "method"])]
+    return grouped_metrics(pd.concat(parts), [*keys, "group"], resamples)

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
 from kernels import calibrate
-from models.metrics import intervals
+from models.metrics import intervals, label_metrics
 from models.checkpoint import load_model
 from models.zoo import ModelConfig
 from training import crossval
@@ -49,7 +49,7 @@ def test_every_video_is_scored_once_per_config_by_its_folds_run(prepared_dir, tm
     for (config, fold), last in videos.query("checkpoint == 'last'").groupby(["config", "fold"]):
         measured = pd.read_csv(out / config / f"fold{fold}" / "metrics.csv")
         best_epochs.append(int(measured.epoch[measured.val_logloss.idxmin()]))
-        scored = crossval.label_metrics(last.label, last.prob)
+        scored = label_metrics(last.label, last.prob)
         assert (scored["logloss"], scored["auc"]) == pytest.approx(
             (measured.val_logloss.iloc[-1], measured.val_auc.iloc[-1]), abs=1e-5)
     assert 0 in best_epochs
@@ -102,7 +102,7 @@ def test_bootstrap_intervals_keep_both_classes_and_narrow_with_more_videos():
     probs = np.clip(0.5 + 0.15 * (labels - 0.5) + rng.normal(0, 0.15, len(labels)), 0.01, 0.99)
     few = intervals(labels, probs)
     many = intervals(np.tile(labels, 16), np.tile(probs, 16))
-    metrics = crossval.label_metrics(labels, probs)
+    metrics = label_metrics(labels, probs)
     for metric in ("logloss", "auc"):
         assert few[f"{metric}_lo"] < metrics[metric] < few[f"{metric}_hi"]
         assert many[f"{metric}_lo"] < metrics[metric] < many[f"{metric}_hi"]

@@ -186,3 +186,25 @@ def test_a_bad_stacking_file_is_one_error_naming_it(stacked, change, message):
     path.write_text("{")
     with pytest.raises(StackingError, match=rf"^{path}: not a readable stacking file"):
         Stacking.load(path)
+
+
+def test_the_report_breaks_the_scores_down_by_source(shared_like, tmp_path):
+    root, labels, good, noise, folds = shared_like
+    listed = pd.read_csv(tmp_path / "labels.csv")
+    listed["dataset"] = np.where(np.arange(120) < 40, "A", "B")
+    listed["method"] = np.where(listed.label == 1, np.where(np.arange(120) % 3 == 0, "swap", "reenact"), "")
+    listed.to_csv(tmp_path / "labels.csv", index=False)
+    crossval_folder(tmp_path / "cv", {"frame": good, "other": noise}, labels, folds)
+    frame_pt, other_pt = copies(tmp_path, "frame", "other")
+    fitted = calibrate.stack([(tmp_path / "cv", "frame", frame_pt), (tmp_path / "cv", "other", other_pt)],
+                             root, tmp_path / "labels.csv", resamples=100)
+    rows = pd.DataFrame(fitted.report["by_source"]).set_index(["score", "group"])
+    assert set(rows.index.get_level_values("score")) == {"frame", "other", "mean", "stack"}
+    reals = int((labels == 0).sum())
+    for score in ("frame", "stack"):
+        assert rows.loc[(score, "dataset A"), "videos"] == 40 and rows.loc[(score, "dataset B"), "videos"] == 80
+        for dataset in "AB":
+            fakes = int(((listed.dataset == dataset) & (listed.method == "swap")).sum())
+            assert rows.loc[(score, f"{dataset} swap vs all reals"), "videos"] == reals + fakes
+    assert rows.loc[("frame", "dataset B"), "auc"] > rows.loc[("other", "dataset B"), "auc"] + 0.2  # informative vs noise
+    assert (rows.auc_lo <= rows.auc).all() and (rows.auc <= rows.auc_hi).all()

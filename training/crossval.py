@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from models.checkpoint import CheckpointError, load_model
-from models.metrics import LEVEL, RESAMPLES, intervals, label_metrics
+from models.metrics import LEVEL, RESAMPLES, by_source, grouped_metrics
 from models.precision import Precision
 from plumbing.strict import ConfigError
 from plumbing.device import DeviceError, default_device
@@ -111,29 +111,17 @@ def crossvalidate(configs: list[Path], data: Path, out: Path, folds: list[int], 
     crops = pd.concat(tables, ignore_index=True)[[*KEYS, "fold", "video", "frame", "track", "label", "prob"]]
     videos = crops.groupby([*KEYS, "fold", "video"], sort=False).agg(label=("label", "first"), prob=("prob", "mean"))
     videos = videos.reset_index()
-    by_fold = _metrics(videos, [*KEYS, "fold"]).reindex(columns=[*KEYS, "fold", *METRICS])
-    summary = _metrics(videos, list(KEYS), resamples).reindex(columns=[*KEYS, *SUMMARY])
+    by_fold = grouped_metrics(videos, [*KEYS, "fold"]).reindex(columns=[*KEYS, "fold", *METRICS])
+    summary = grouped_metrics(videos, list(KEYS), resamples).reindex(columns=[*KEYS, *SUMMARY])
     return Results(crops, videos, by_fold, summary, _by_method(videos, data, resamples))
 
 
 def _by_method(videos: pd.DataFrame, data: Path, resamples: int) -> pd.DataFrame:
-    """Rows of :data:`SUMMARY` per dataset (its reals and fakes) and per manipulation method (its
-    fakes against all reals), for each config and checkpoint."""
+    """Rows of :data:`SUMMARY` per dataset and per manipulation method (:func:`models.metrics.by_source`),
+    for each config and checkpoint."""
     sources = pd.read_csv(data / "videos.csv", dtype=str, keep_default_na=False).set_index("video")
     videos = videos.join(sources[["dataset", "method"]], on="video")
-    reals = videos[videos.label == 0]
-    parts = [part.assign(group=f"dataset {dataset}") for dataset, part in videos.groupby("dataset")]
-    parts += [pd.concat([reals, fakes]).assign(group=f"{fakes.dataset.iloc[0]} {method or '(no method)'} vs all reals")
-              for (_, method), fakes in videos[videos.label == 1].groupby(["dataset", "method"])]
-    return _metrics(pd.concat(parts), [*KEYS, "group"], resamples).reindex(columns=[*KEYS, "group", *SUMMARY])
-
-
-def _metrics(videos: pd.DataFrame, keys: list[str], resamples: int = 0) -> pd.DataFrame:
-    """One row of metrics per group of ``keys``, with bootstrap intervals when ``resamples``."""
-    rows = [{**dict(zip(keys, key)), **label_metrics(part.label, part.prob),
-             **(intervals(part.label, part.prob, resamples) if resamples else {})}
-            for key, part in videos.groupby(keys, sort=False)]
-    return pd.DataFrame(rows)
+    return by_source(videos, list(KEYS), resamples).reindex(columns=[*KEYS, "group", *SUMMARY])
 
 
 def build_parser() -> argparse.ArgumentParser:
