@@ -128,8 +128,10 @@ def details_videos(details_csv: Path, root: Path, labels_csv: Path, model: str, 
                    abstained: bool = False) -> pd.DataFrame:
     """``fold``, ``video``, ``label``, ``prob`` of every video of ``labels_csv`` (under ``root``) that
     the kernel's detail file scored with ``model``: folds by identity group, classes balanced, as
-    ``preprocessing.prepare`` deals them for the same list. ``abstained``: also the videos the run
-    scored (status ``ok``) on which the model abstained, with ``prob`` NaN."""
+    ``preprocessing.prepare`` deals them for the same list. ``abstained``: also the videos on which the
+    model abstained, with ``prob`` NaN: those the run scored (status ``ok``) with other models, and
+    those it gave the prior because every model there abstained (``abstained_<model>`` gives the model's
+    reason: in an ensemble with a frame model, they would be that model's alone)."""
     if not details_csv.is_file():
         raise CalibrationError(f"{details_csv}: missing (run python -m kernels.predict first)")
     details = pd.read_csv(details_csv, dtype={"filename": str})
@@ -146,7 +148,9 @@ def details_videos(details_csv: Path, root: Path, labels_csv: Path, model: str, 
         raise CalibrationError(f"{details_csv}: no column 'status' (not a detail file of python -m kernels.predict)")
     ids = [video_id(root / name, root) for name in details["filename"]]
     index["prob"] = index["video"].map(dict(zip(ids, details[column])))
-    kept = index["video"].isin(set(np.array(ids)[details["status"] == "ok"])) if abstained else index["prob"].notna()
+    reason = details.get(f"abstained_{model}", pd.Series("", index=details.index)).fillna("")
+    seen = (details["status"] == "ok") | (reason != "") if abstained else details[column].notna()
+    kept = index["video"].isin(set(np.array(ids)[seen.to_numpy()]))
     return index[kept][["fold", "video", "label", "prob"]].reset_index(drop=True)
 
 

@@ -105,6 +105,9 @@ def test_an_abstaining_member_is_stacked_by_its_indicator(shared_like, tmp_path)
     sequence[abstains] = np.nan
     details = pd.DataFrame({"filename": [f"v{v:03d}.mp4" for v in range(120)], "status": "ok", "score_seq": sequence})
     details.loc[5, "status"] = "prior"  # no face: the kernel gives it the prior, the stack never sees it
+    details["abstained_seq"] = np.where(abstains, "video shorter than one run", "")
+    alone = np.flatnonzero(abstains)[np.flatnonzero(abstains) != 5][0]
+    details.loc[alone, "status"] = "prior"  # a run of this model alone: its abstention, not a lost video
     details.to_csv(tmp_path / "submission_details.csv", index=False)
     frame_pt, seq_pt = copies(tmp_path, "frame", "seq")
     fitted = calibrate.stack([(tmp_path / "cv", "frame", frame_pt), (tmp_path / "submission_details.csv", "seq", seq_pt)],
