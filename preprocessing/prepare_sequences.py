@@ -16,7 +16,7 @@ Writes into ``--out``:
   longest), ``frames`` (n, 30) stream indices; n = 0 where no face was followed through a whole run;
 - ``sequences.csv``: one row per sequence: video, run, track, start (its first frame), frames (its
   length), label, fold, group (the last three from ``videos.csv``);
-- ``config.json`` (the settings and the ``landmark_spec``) and ``summary.json`` (counts, failures).
+- ``config.json`` (the settings, ``spec`` the landmark spec in full) and ``summary.json`` (counts, failures).
 
 Resumable: a video's npz is written atomically and last, so a killed run goes on where it stopped.
 A video that cannot be read is logged on one line (file and cause), recorded in ``summary.json``
@@ -54,7 +54,7 @@ COLUMNS = ("video", "run", "track", "start", "frames", "label", "fold", "group")
 
 
 @dataclass
-class SequenceConfig:
+class SequencePrepareConfig:
     """``prepared``: a ``preprocessing.prepare`` folder; ``out``: where to write; ``runs``: runs of
     :data:`RUN_LENGTH` frames per video (fewer in a video too short for them); ``spec``: the
     landmark spec as a dict (None: the defaults, the published LRNet pairs' input)."""
@@ -86,7 +86,7 @@ def read_sequences(out: str | Path, video: str) -> dict[str, np.ndarray]:
         return {key: stored[key] for key in stored.files}
 
 
-def _check_config(config: SequenceConfig, out: Path) -> None:
+def _check_config(config: SequencePrepareConfig, out: Path) -> None:
     path = out / "config.json"
     if config.overwrite or not path.is_file():
         return
@@ -97,14 +97,14 @@ def _check_config(config: SequenceConfig, out: Path) -> None:
         raise ValueError(f"{out} was made with {', '.join(changed)}: use another --out, the same settings, or --overwrite")
 
 
-def prepare_sequences(config: SequenceConfig) -> dict:
+def prepare_sequences(config: SequencePrepareConfig) -> dict:
     """Make the sequences of every video of ``config.prepared`` not done yet, then the table; returns the summary."""
     out = Path(config.out)
     spec = LandmarkSpec.from_dict(config.spec or {})
     config.spec = spec.to_dict()
     _check_config(config, out)
     videos = read_table(Path(config.prepared) / "videos.csv", ("video", "path", "label", "fold", "group"))
-    write_json(out / "config.json", {**asdict(config), "landmark_spec": spec.to_dict()})
+    write_json(out / "config.json", asdict(config))
     todo = [row for row in videos.itertuples() if config.overwrite or not sequence_path(out, row.video).is_file()]
     log.info("%d videos, %d already done", len(videos), len(videos) - len(todo))
     detector, failures, start = FaceDetector(), {}, time.perf_counter()
@@ -145,7 +145,7 @@ def read_sequence_table(out: str | Path) -> pd.DataFrame:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m preprocessing.prepare_sequences", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = SequenceConfig("", "")
+    defaults = SequencePrepareConfig("", "")
     parser.add_argument("--prepared", required=True, type=Path, help="folder written by python -m preprocessing.prepare")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     add_field_flag(parser, defaults, "runs", f"runs of {RUN_LENGTH} consecutive frames per video")
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         spec = json.loads(args.spec.read_text()) if args.spec else None
-        config = SequenceConfig(str(args.prepared), str(args.out), args.runs, spec, args.overwrite)
+        config = SequencePrepareConfig(str(args.prepared), str(args.out), args.runs, spec, args.overwrite)
         with exit_on_sigterm():
             summary = prepare_sequences(config)
     except (ValueError, OSError, PreparedDataError, LandmarkSpecError) as err:

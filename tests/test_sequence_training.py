@@ -20,7 +20,7 @@ from models.metrics import label_metrics
 from plumbing.fileio import atomic_write, write_json
 from plumbing.strict import ConfigError
 from preprocessing.landmarks import LandmarkSpec
-from preprocessing.prepare_sequences import SequenceConfig, prepare_sequences, read_sequences, sequence_path
+from preprocessing.prepare_sequences import SequencePrepareConfig, prepare_sequences, read_sequences, sequence_path
 from training import crossval, train_sequences
 
 CLIP = "dfdc_face_crops/REAL/0_aayrffkzxn.mp4_0_0.mp4"
@@ -40,7 +40,7 @@ def extracted(data_dir, tmp_path_factory) -> Path:
     (root / "broken.mp4").write_bytes(b"\x00" * 1000)
     pd.DataFrame({"video": ["clip", "broken"], "path": [str(data_dir / CLIP), str(root / "broken.mp4")],
                   "label": [0, 1], "fold": [0, 1], "group": ["a", "b"], "status": "ok"}).to_csv(root / "videos.csv", index=False)
-    summary = prepare_sequences(SequenceConfig(str(root), str(root / "sequences"), runs=RUNS))
+    summary = prepare_sequences(SequencePrepareConfig(str(root), str(root / "sequences"), runs=RUNS))
     assert summary["made"] == 1 and list(summary["failures"]) == ["broken"]
     return root
 
@@ -65,13 +65,13 @@ def test_the_sequences_are_the_kernels_and_land_on_the_face(extracted, data_dir,
 def test_a_second_run_resumes_and_other_settings_are_refused(extracted, caplog):
     out = extracted / "sequences"
     before = sequence_path(out, "clip").stat().st_mtime_ns
-    summary = prepare_sequences(SequenceConfig(str(extracted), str(out), runs=RUNS))
+    summary = prepare_sequences(SequencePrepareConfig(str(extracted), str(out), runs=RUNS))
     assert summary["made"] == 0 and list(summary["failures"]) == ["broken"]  # retried, failed again
     assert sequence_path(out, "clip").stat().st_mtime_ns == before
     assert "broken.mp4" in caplog.text
     assert not list(out.rglob("*.tmp"))
     with pytest.raises(ValueError, match="runs=1"):
-        prepare_sequences(SequenceConfig(str(extracted), str(out), runs=2))
+        prepare_sequences(SequencePrepareConfig(str(extracted), str(out), runs=2))
 
 
 def planted(root: Path, videos: int = 40, seed: int = 0) -> Path:
@@ -92,7 +92,7 @@ def planted(root: Path, videos: int = 40, seed: int = 0) -> Path:
         with atomic_write(sequence_path(root, name), "wb") as f:
             np.savez(f, **arrays)
         rows += [(name, run, 0, 30 * run, 30, label, v % 5, name) for run in range(count)]
-        write_json(root / "config.json", {"landmark_spec": LandmarkSpec().to_dict()})
+        write_json(root / "config.json", {"spec": LandmarkSpec().to_dict()})
     pd.DataFrame(rows, columns=["video", "run", "track", "start", "frames", "label", "fold", "group"]).to_csv(
         root / "sequences.csv", index=False)
     return root

@@ -145,7 +145,7 @@ def fit(config: SequenceConfig, sequences: Path, fold: int | None, out: Path) ->
     """Train as the module doc says; returns the metrics table."""
     cfg = config.train
     torch.manual_seed(cfg.seed)
-    spec = LandmarkSpec.from_dict(json.loads((sequences / "config.json").read_text())["landmark_spec"])
+    spec = LandmarkSpec.from_dict(json.loads((sequences / "config.json").read_text())["spec"])
     model = initial_model(config, spec).to(default_device())
     table = read_sequence_table(sequences)
     train_table = table if fold is None else table[table.fold != fold]
