@@ -8,7 +8,8 @@ and store it in checkpoints.
 
 ``--crossval``: reads ``crops.csv`` of a ``python -m training.crossval`` run: every video scored by the
 fold run that never saw its identity; each video's score is made by the kernel's frame -> video rule
-(``--strategy``). ``--details``: reads the video scores ``score_<model>`` of a ``kernels.predict``
+(``--strategy``; for a sequence config, whose rows are blocks, ``logitmean`` is the kernel's rule).
+``--details``: reads the video scores ``score_<model>`` of a ``kernels.predict``
 run over ``--root`` with an uncalibrated checkpoint (a published model: LRNet's pairs), for the videos
 ``--labels`` lists (``path,label[,original][,group]`` relative to ``--root``, as ``preprocessing.index``
 reads it), folded by identity group; videos the model abstained on are left out.
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         for path in args.into:  # refuse a bad checkpoint before any work
-            payload = read_checkpoint(path, family="frame" if args.crossval else None)
+            payload = read_checkpoint(path)
             if args.details and calibration.Calibration.from_dict(payload.get("calibration")) != calibration.Calibration():
                 raise CalibrationError(f"{path}: already calibrated; fit on the scores of an uncalibrated copy")
         if args.crossval:
