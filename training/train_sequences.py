@@ -86,11 +86,12 @@ class SequenceConfig:
 
 
 def is_sequence_config(path: str | Path) -> bool:
-    """Whether the config file at ``path`` is a sequence config (its ``family``), not a frame one."""
+    """Whether the config file at ``path`` is a sequence config (its ``family``), not a frame one; a
+    missing or unreadable file is not (the frame config's reader says what is wrong with it)."""
     try:
         values = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not a readable JSON config ({err})") from err
+    except (OSError, ValueError):
+        return False
     return isinstance(values, dict) and values.get("family") == FAMILY
 
 
