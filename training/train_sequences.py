@@ -154,7 +154,7 @@ def fit(config: SequenceConfig, sequences: Path, fold: int | None, out: Path) ->
     x, meta = load_blocks(sequences, train_table, model)
     val_x, val_meta = load_blocks(sequences, val_table, model)
     if meta.label.nunique() < 2:
-        raise PreparedDataError(f"{sequences}: the training blocks of fold {fold} hold one class only")
+        raise PreparedDataError(f"{sequences}: the training blocks (validating on fold {fold}) hold one class only")
     y = torch.tensor(meta.label.to_numpy(), dtype=torch.float32)
     logger.info("%d training blocks (%d fake), %d validation blocks; init %s", len(x), int(y.sum()), len(val_x), cfg.init)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -179,8 +179,8 @@ def fit(config: SequenceConfig, sequences: Path, fold: int | None, out: Path) ->
                "val_logloss": float(val["logloss"]), "val_auc": float(val["auc"])}
         history.append(row)
         extra = {"epoch": epoch, "metrics": row, "train": asdict(cfg)}
-        if fold is None or epoch == 0 or row["val_logloss"] < best:
-            best = row["val_logloss"] if fold is not None else best
+        if fold is None or epoch == 0 or row["val_logloss"] < best:  # --fold all: the last epoch
+            best = row["val_logloss"]
             save_checkpoint(out / "best.pt", model, **extra)
     save_checkpoint(out / "last.pt", model, **extra)
     metrics = pd.DataFrame(history)
