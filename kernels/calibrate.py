@@ -11,7 +11,8 @@ and store it in checkpoints; or fit a stacked ensemble of several models the sam
 
 ``--crossval``: reads ``crops.csv`` of a ``python -m training.crossval`` run: every video scored by the
 fold run that never saw its identity; each video's score is made by the kernel's frame -> video rule
-(``--strategy``). ``--details``: reads the video scores ``score_<model>`` of a ``kernels.predict``
+(``--strategy``; for a sequence config, whose rows are blocks, ``logitmean`` is the kernel's rule).
+``--details``: reads the video scores ``score_<model>`` of a ``kernels.predict``
 run over ``--root`` with an uncalibrated checkpoint (a published model: LRNet's pairs), for the videos
 ``--labels`` lists (``path,label[,original][,group]`` relative to ``--root``, as ``preprocessing.index``
 reads it), folded by identity group; videos the model abstained on are left out.
@@ -46,7 +47,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from models import calibration
-from models.checkpoint import CheckpointError, amend_checkpoint, read_checkpoint
+from models.checkpoint import CheckpointError, amend_checkpoint, payload_family, read_checkpoint
 from models.metrics import RESAMPLES, by_source, intervals, label_metrics
 from models.stacking import Member, Stacking, StackingError, features
 from plumbing.fileio import file_digest, write_json
@@ -139,11 +140,7 @@ def details_videos(details_csv: Path, root: Path, labels_csv: Path, model: str, 
     if column not in details.columns:
         raise CalibrationError(f"{details_csv}: no column {column!r}; its models are "
                                f"{sorted(c[6:] for c in details.columns if c.startswith('score_'))}")
-    try:
-        index = index_folder(root, labels_csv).videos
-    except (FileNotFoundError, ValueError) as err:
-        raise CalibrationError(str(err)) from err
-    index["fold"] = assign_folds(index["group"], index["label"], folds)
+    index = listed_videos(root, labels_csv, folds)
     if abstained and "status" not in details.columns:
         raise CalibrationError(f"{details_csv}: no column 'status' (not a detail file of python -m kernels.predict)")
     ids = [video_id(root / name, root) for name in details["filename"]]
@@ -152,6 +149,16 @@ def details_videos(details_csv: Path, root: Path, labels_csv: Path, model: str, 
     seen = (details["status"] == "ok") | (reason != "") if abstained else details[column].notna()
     kept = index["video"].isin(set(np.array(ids)[seen.to_numpy()]))
     return index[kept][["fold", "video", "label", "prob"]].reset_index(drop=True)
+
+
+def listed_videos(root: Path, labels_csv: Path, folds: int = 5) -> pd.DataFrame:
+    """The videos ``labels_csv`` lists under ``root`` (``preprocessing.index``'s table) with the identity
+    folds ``preprocessing.prepare`` deals them (``fold``)."""
+    try:
+        index = index_folder(root, labels_csv).videos
+    except (FileNotFoundError, ValueError) as err:
+        raise CalibrationError(str(err)) from err
+    return index.assign(fold=assign_folds(index["group"], index["label"], folds))
 
 
 def out_of_fold(videos: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict], str]:
@@ -184,15 +191,28 @@ def member_scores(source: Path, name: str, checkpoint: Path, root: Path | None, 
                   which: str = "last", strategy: str = "confident") -> tuple[pd.DataFrame, str | None]:
     """One stack member's ``fold``, ``video``, ``label``, ``prob`` (NaN: abstained) as the kernel
     writes ``score_<model>`` with ``checkpoint``, from a crossval folder or a detail file (see the
-    module doc), and the frame -> video rule they were made by (None: the kernel's own for the model)."""
-    payload = read_checkpoint(checkpoint, family="frame" if source.is_dir() else None)
-    if source.is_dir():
-        videos = crossval_videos(source, name, which, strategy)
-        videos["prob"] = calibration.Calibration.from_dict(payload.get("calibration"))(videos["prob"].to_numpy())
+    module doc), and the frame -> video rule they were made by (None: the kernel's own for the model).
+    A sequence model's crossval scores are its blocks' mean logit, and the videos ``labels`` lists
+    without a landmark sequence its abstentions."""
+    payload = read_checkpoint(checkpoint)
+    sequence = payload_family(payload) == "sequence"
+    if (sequence or not source.is_dir()) and (root is None or labels is None):
+        raise CalibrationError(f"{source}: a {'sequence model' if sequence else 'detail file'} needs --root and "
+                               "--labels (the list prepare was given), to know the videos it abstained on")
+    if not source.is_dir():
+        return details_videos(source, root, labels, name, abstained=True), None
+    videos = crossval_videos(source, name, which, "logitmean" if sequence else strategy)
+    videos["prob"] = calibration.Calibration.from_dict(payload.get("calibration"))(videos["prob"].to_numpy())
+    if not sequence:
         return videos, strategy
-    if root is None or labels is None:
-        raise CalibrationError(f"{source}: a detail file needs --root and --labels (the list prepare was given)")
-    return details_videos(source, root, labels, name, abstained=True), None
+    # a listed video without a landmark sequence is one the sequence model abstains on, as in the kernel
+    listed = listed_videos(root, labels)[["video", "fold", "label"]]
+    joined = listed.merge(videos, on="video", how="left", suffixes=("", "_scored"))
+    differs = joined["fold_scored"].notna() & (joined["fold_scored"] != joined["fold"])
+    if differs.any():
+        raise CalibrationError(f"{source}: video {joined.video[differs].iloc[0]}: its fold differs from the one "
+                               f"{labels} deals it; the folds must come from one video list")
+    return joined[["fold", "video", "label", "prob"]], None
 
 
 def join_members(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -328,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         return _stack(args)
     try:
         for path in args.into:  # refuse a bad checkpoint before any work
-            payload = read_checkpoint(path, family="frame" if args.crossval else None)
+            payload = read_checkpoint(path)
             if args.details and calibration.Calibration.from_dict(payload.get("calibration")) != calibration.Calibration():
                 raise CalibrationError(f"{path}: already calibrated; fit on the scores of an uncalibrated copy")
         if args.crossval:

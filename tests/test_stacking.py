@@ -14,12 +14,14 @@ from scipy.special import expit
 from kernels import bundle, calibrate, inputs, predict
 from kernels.ensemble import Ensemble
 from models.calibration import Calibration, logit
-from models.checkpoint import amend_checkpoint
+from models.checkpoint import amend_checkpoint, read_checkpoint
 from models.stacking import Stacking, StackingError
 from plumbing.fileio import file_digest
 from preprocessing.folds import assign_folds
 from preprocessing.index import index_folder
-from tests.conftest import DEMO_WEIGHTS
+from tests.conftest import DEMO_WEIGHTS, REPO
+
+LRNET_WEIGHTS = REPO / "weights" / "lrnet_dfo.pt"
 
 
 def planted(videos: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -211,3 +213,26 @@ def test_the_report_breaks_the_scores_down_by_source(shared_like, tmp_path):
             assert rows.loc[(score, f"{dataset} swap vs all reals"), "videos"] == reals + fakes
     assert rows.loc[("frame", "dataset B"), "auc"] > rows.loc[("other", "dataset B"), "auc"] + 0.2  # informative vs noise
     assert (rows.auc_lo <= rows.auc).all() and (rows.auc <= rows.auc_hi).all()
+
+
+
+def test_a_sequence_models_crossval_member_abstains_on_the_videos_without_a_sequence(shared_like, tmp_path):
+    """A landmark model's out-of-fold blocks: its video score is the kernel's rule for blocks (the sigmoid of
+    their mean logit), and a listed video with no block is an abstention, not a video left out."""
+    root, labels, good, noise, folds = shared_like
+    crossval_folder(tmp_path / "cv", {"frame": good}, labels, folds)
+    has_blocks = np.arange(120) % 4 != 0  # the others have no landmark sequence: absent from its crops.csv
+    rows = [{"config": "seq", "checkpoint": "last", "fold": folds[v], "video": f"v{v:03d}", "frame": start,
+             "track": 0, "label": labels[v], "prob": expit(logit(noise[v]) + shift)}
+            for v in np.flatnonzero(has_blocks) for start, shift in ((0, -1.0), (30, 1.0))]
+    (tmp_path / "seq_cv").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "seq_cv" / "crops.csv", index=False)
+    frame_pt, = copies(tmp_path, "frame")
+    seq_pt = shutil.copy(LRNET_WEIGHTS, tmp_path / "seq.pt")
+    member = calibrate.member_scores(tmp_path / "seq_cv", "seq", seq_pt, root, tmp_path / "labels.csv")[0]
+    assert len(member) == 120 and member.prob.isna().sum() == 30
+    calibrated = Calibration.from_dict(read_checkpoint(seq_pt)["calibration"])
+    np.testing.assert_allclose(member.prob.dropna(), calibrated(noise[has_blocks]), rtol=1e-6)  # mean logit: the video's
+    fitted = calibrate.stack([(tmp_path / "cv", "frame", frame_pt), (tmp_path / "seq_cv", "seq", seq_pt)],
+                             root, tmp_path / "labels.csv", resamples=10)
+    assert fitted.report["videos"] == 120 and fitted.members[1].strategy is None

@@ -15,6 +15,15 @@ metrics with 90% bootstrap intervals of log-loss and AUC, also logged as a table
 against every real video). ``best`` is the epoch with the lowest
 validation log-loss of its own fold, so its numbers are optimistic; ``last`` is the end of training,
 chosen by nobody.
+
+Sequence configs (``"family": "sequence"``, ``training/configs/lrnet/``) train LRNet by ``python -m
+training.train_sequences`` on the landmark sequences of ``--sequences`` (a ``python -m
+preprocessing.prepare_sequences`` folder made from ``--data``, so the same videos and folds): in
+``crops.csv`` their rows are 30-frame blocks (``frame``: the block's first frame, ``track``: the
+face's track in its run), and a video's score is the kernel's rule for blocks, the sigmoid of their
+mean logit (``kernels.calibrate --crossval ... --strategy logitmean`` makes the same from one face).
+A video without a sequence abstains: it is absent from the config's rows (``videos`` in the summary
+counts the videos scored).
 """
 from __future__ import annotations
 
@@ -24,8 +33,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from models.calibration import logit
 from models.checkpoint import CheckpointError, load_model
 from models.metrics import LEVEL, RESAMPLES, by_source, grouped_metrics
 from models.precision import Precision
@@ -34,7 +45,7 @@ from plumbing.device import DeviceError, default_device
 from plumbing.fileio import atomic_write
 from plumbing.logs import configure_logging
 
-from . import train
+from . import train, train_sequences
 from .dataset import CropDataset, PreparedDataError, make_loader, read_prepared
 from .engine import predict
 
@@ -96,24 +107,45 @@ class Results:
     methods: pd.DataFrame
 
 
-def crossvalidate(configs: list[Path], data: Path, out: Path, folds: list[int], resamples: int = RESAMPLES) -> Results:
+def crossvalidate(configs: list[Path], data: Path, out: Path, folds: list[int], resamples: int = RESAMPLES,
+                  sequences: Path | None = None) -> Results:
     """Train every config on every fold and score them; the summary's and the methods' intervals
-    come from ``resamples`` bootstrap draws (0: none, NaN bounds)."""
-    tables = []
+    come from ``resamples`` bootstrap draws (0: none, NaN bounds). Sequence configs
+    (:func:`train_sequences.is_sequence_config`) train on the landmark sequences in ``sequences``."""
+    tables, by_logit = [], set()
     for config in configs:
-        precision = scoring_precision(config)
+        if train_sequences.is_sequence_config(config):
+            if sequences is None:
+                raise ConfigError(f"{config}: a sequence config needs --sequences")
+            by_logit.add(config.stem)
+        else:
+            precision = scoring_precision(config)
         for fold in folds:
             run = run_dir(out, config, fold)
-            train_fold(config, data, fold, run)
+            if config.stem in by_logit:
+                train_sequences.train_fold(config, sequences, fold, run)
+                score = lambda checkpoint: train_sequences.score_run(run / f"{checkpoint}.pt", sequences, fold)
+            else:
+                train_fold(config, data, fold, run)
+                score = lambda checkpoint: score_run(run, data, fold, checkpoint, precision)
             for checkpoint in CHECKPOINTS:
-                crops = score_run(run, data, fold, checkpoint, precision)
-                tables.append(crops.assign(config=config.stem, checkpoint=checkpoint, fold=fold))
+                tables.append(score(checkpoint).assign(config=config.stem, checkpoint=checkpoint, fold=fold))
     crops = pd.concat(tables, ignore_index=True)[[*KEYS, "fold", "video", "frame", "track", "label", "prob"]]
-    videos = crops.groupby([*KEYS, "fold", "video"], sort=False).agg(label=("label", "first"), prob=("prob", "mean"))
-    videos = videos.reset_index()
+    videos = video_scores(crops, by_logit)
     by_fold = grouped_metrics(videos, [*KEYS, "fold"]).reindex(columns=[*KEYS, "fold", *METRICS])
     summary = grouped_metrics(videos, list(KEYS), resamples).reindex(columns=[*KEYS, *SUMMARY])
     return Results(crops, videos, by_fold, summary, _by_method(videos, data, resamples))
+
+
+def video_scores(crops: pd.DataFrame, by_logit: set[str]) -> pd.DataFrame:
+    """Each video's score: the mean of its crops' probabilities, or for the configs named in
+    ``by_logit`` (sequence models) the kernel's rule for blocks, the sigmoid of their mean logit."""
+    logits = crops.config.isin(by_logit).to_numpy()
+    crops = crops.assign(prob=np.where(logits, logit(crops.prob), crops.prob))
+    videos = crops.groupby([*KEYS, "fold", "video"], sort=False).agg(label=("label", "first"), prob=("prob", "mean"))
+    videos = videos.reset_index()
+    logits = videos.config.isin(by_logit).to_numpy()
+    return videos.assign(prob=np.where(logits, 1 / (1 + np.exp(-videos.prob)), videos.prob))
 
 
 def _by_method(videos: pd.DataFrame, data: Path, resamples: int) -> pd.DataFrame:
@@ -129,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--configs", nargs="+", type=Path, required=True, help="JSON training configs to compare")
     parser.add_argument("--data", type=Path, required=True, help="folder written by python -m preprocessing.prepare")
     parser.add_argument("--out", type=Path, default=Path("runs/crossval"), help="output folder (default: runs/crossval)")
+    parser.add_argument("--sequences", type=Path, help="folder written by python -m preprocessing.prepare_sequences "
+                        "(needed by sequence configs, training/configs/lrnet/)")
     parser.add_argument("--folds", nargs="+", type=int, help="folds to validate on (default: every fold of --data)")
     parser.add_argument("--bootstrap", type=int, default=RESAMPLES, metavar="N",
                         help=f"bootstrap resamples for the summary's {LEVEL * 100:.0f}%% intervals (default: {RESAMPLES}; 0: none)")
@@ -144,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         folds = args.folds or sorted(read_prepared(args.data)["fold"].unique().tolist())
-        results = crossvalidate(args.configs, args.data, args.out, folds, args.bootstrap)
+        results = crossvalidate(args.configs, args.data, args.out, folds, args.bootstrap, args.sequences)
     except (ConfigError, CheckpointError, DeviceError, PreparedDataError) as err:
         logger.error("%s", err)
         return 2
