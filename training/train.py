@@ -53,6 +53,7 @@ from .config import RESUMABLE_CHANGES, RunConfig, TrainConfig, load_config
 from .dataset import CropDataset, PreparedDataError
 from .dropout import StructuredDropout
 from .engine import predict, train_one_epoch, video_metrics
+from .freeze import freeze_early
 from .lifecycle import check_fresh, epoch_batches, resume_state, resumed_scaler, write_history
 from .pairs import PairSampler
 from .selfblend import SelfBlend
@@ -112,6 +113,7 @@ def fit(
         crop = read_crop_entry(train_set.root) if hasattr(train_set, "root") else {}
         for each in (model, ema.module if ema is not None else model):  # its checkpoints store the crops it learns from
             each.spec = default_spec(model_config, **crop)
+        freeze_early(model, cfg.freeze_stages)  # a count the encoder cannot take is refused before any work
         train_loader, val_loader = _loaders(train_set, val_set, cfg, ctx)
         iterations = cfg.iterations or len(train_loader)
         optimizer = _optimizer(cfg, model)
@@ -120,9 +122,7 @@ def fit(
         if state:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-        net = model
-        if ctx.distributed:
-            net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+        net = None
         evaluated = ema.module if ema is not None else model
         history: list[dict[str, Any]] = list(state["history"]) if state else []
         step = state["step"] if state else 0
@@ -138,6 +138,10 @@ def fit(
                         iterations, f"epochs {start}-{cfg.epochs - 1}" if start < cfg.epochs else "all epochs done")
         for epoch in range(start, cfg.epochs):
             _seed(cfg.seed, epoch, ctx.rank)
+            changed = freeze_early(model, cfg.freeze_stages if epoch < cfg.freeze_epochs else 0)
+            if net is None or (changed and ctx.distributed):  # DDP syncs the parameters that learn when it is made
+                net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None) \
+                    if ctx.distributed else model
             lr = optimizer.param_groups[0]["lr"]
             batches = epoch_batches(train_loader, epoch, iterations)
             stats = train_one_epoch(net, batches, optimizer, scheduler, precision, scaler=scaler,
