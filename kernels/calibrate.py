@@ -48,7 +48,7 @@ from sklearn.linear_model import LogisticRegression
 
 from models import calibration
 from models.checkpoint import CheckpointError, amend_checkpoint, payload_family, read_checkpoint
-from models.metrics import RESAMPLES, by_source, intervals, label_metrics
+from models.metrics import RESAMPLES, by_source, intervals, label_metrics, paired_intervals
 from models.stacking import Member, Stacking, StackingError, features
 from plumbing.fileio import file_digest, write_json
 from plumbing.logs import configure_logging
@@ -256,7 +256,8 @@ def stack_report(table: pd.DataFrame, members: list[dict], sources: pd.DataFrame
     """Out of fold, each video scored by fits on the other folds: each member alone (its cross-fitted
     calibration, :data:`PRIOR` where it abstained), ``mean`` (of the calibrated members that scored)
     and ``stack``; balanced log-loss and AUC with bootstrap intervals (``resamples`` draws), pooled and
-    per fold, and with ``sources`` (``dataset``, ``method`` by video) per dataset and method (:func:`by_source`)."""
+    per fold; what ``mean`` and ``stack`` gain over the first member alone, with paired bootstrap
+    intervals (:func:`paired_intervals`); and with ``sources`` (``dataset``, ``method`` by video) per dataset and method (:func:`by_source`)."""
     names = [m["name"] for m in members]
     scores = pd.DataFrame(index=table.index)
     for name in names:
@@ -275,7 +276,11 @@ def stack_report(table: pd.DataFrame, members: list[dict], sources: pd.DataFrame
               for row in scores.columns}
     per_fold = {str(fold): {row: label_metrics(table.label[held], scores.loc[held, row])["logloss"] for row in scores.columns}
                 for fold, held in ((f, table["fold"] == f) for f in sorted(table["fold"].unique()))}
-    report = {"videos": len(table), "regularisation_C": STACK_C, "out_of_fold": pooled, "per_fold_balanced_logloss": per_fold}
+    first = names[0]  # what the ensemble must beat: the first member alone
+    gains = {"member": first, **{row: paired_intervals(table["label"], scores[row], scores[first], resamples)
+                                 for row in ("mean", "stack")}}
+    report = {"videos": len(table), "regularisation_C": STACK_C, "out_of_fold": pooled, "per_fold_balanced_logloss": per_fold,
+              "gain_over_first": gains}
     if sources is not None:
         long = scores.assign(video=table["video"], label=table["label"]).melt(["video", "label"], var_name="score",
                                                                               value_name="prob")
@@ -388,6 +393,9 @@ def _stack(args: argparse.Namespace) -> int:
     log.info("%d videos, out of fold (each fold's videos scored by fits on the others):\n%s\nper fold, balanced "
              "log-loss:\n%s", report["videos"], pd.DataFrame(report["out_of_fold"]).T.to_string(float_format="%.4f"),
              pd.DataFrame(report["per_fold_balanced_logloss"]).T.to_string(float_format="%.4f"))
+    gains = report["gain_over_first"]
+    log.info("gain over %s alone (paired bootstrap, 90%%; positive: better):\n%s", gains["member"],
+             pd.DataFrame({row: gains[row] for row in ("mean", "stack")}).T.to_string(float_format="%.4f"))
     if "by_source" in report:
         table = pd.DataFrame(report["by_source"]).pivot(index="group", columns="score", values="auc")
         log.info("AUC by source (a method's fakes against every real video):\n%s", table.to_string(float_format="%.3f"))

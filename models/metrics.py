@@ -59,6 +59,27 @@ def intervals(labels: Sequence[int], probs: Sequence[float], resamples: int = RE
     return {"logloss_lo": low[0], "logloss_hi": high[0], "auc_lo": low[1], "auc_hi": high[1]}
 
 
+def paired_intervals(labels: Sequence[int], probs: Sequence[float], baseline: Sequence[float],
+                     resamples: int = RESAMPLES, seed: int = 0) -> dict[str, float]:
+    """How much better ``probs`` are than ``baseline`` on the same items: the differences ``auc_gain``
+    (AUC minus the baseline's) and ``logloss_gain`` (the baseline's log-loss minus theirs: positive is
+    better), each with :data:`LEVEL` bootstrap bounds (``_lo``, ``_hi``) from draws of the same items
+    for both, real and fake resampled apart as in :func:`intervals`."""
+    labels, probs, baseline = np.asarray(labels, int), np.asarray(probs, float), np.asarray(baseline, float)
+
+    def gains(index):
+        ours, theirs = label_metrics(labels[index], probs[index]), label_metrics(labels[index], baseline[index])
+        return ours["auc"] - theirs["auc"], theirs["logloss"] - ours["logloss"]
+
+    rng = np.random.default_rng(seed)
+    classes = [np.flatnonzero(labels == label) for label in (0, 1)]
+    draws = np.array([gains(np.concatenate([rng.choice(c, len(c)) for c in classes if len(c)])) for _ in range(resamples)])
+    low, high = np.percentile(draws, [50 * (1 - LEVEL), 50 * (1 + LEVEL)], axis=0)
+    auc, logloss = gains(np.arange(len(labels)))
+    return {"auc_gain": auc, "auc_gain_lo": low[0], "auc_gain_hi": high[0],
+            "logloss_gain": logloss, "logloss_gain_lo": low[1], "logloss_gain_hi": high[1]}
+
+
 def grouped_metrics(videos: pd.DataFrame, keys: list[str], resamples: int = 0) -> pd.DataFrame:
     """One row of :func:`label_metrics` per group of ``keys`` of ``videos`` (``label``, ``prob``), with
     bootstrap :func:`intervals` when ``resamples``."""

@@ -15,6 +15,7 @@ from kernels import bundle, calibrate, inputs, predict
 from kernels.ensemble import Ensemble
 from models.calibration import Calibration, logit
 from models.checkpoint import amend_checkpoint, read_checkpoint
+from models.metrics import paired_intervals
 from models.stacking import Stacking, StackingError
 from plumbing.fileio import file_digest
 from preprocessing.folds import assign_folds
@@ -236,3 +237,19 @@ def test_a_sequence_models_crossval_member_abstains_on_the_videos_without_a_sequ
     fitted = calibrate.stack([(tmp_path / "cv", "frame", frame_pt), (tmp_path / "seq_cv", "seq", seq_pt)],
                              root, tmp_path / "labels.csv", resamples=10)
     assert fitted.report["videos"] == 120 and fitted.members[1].strategy is None
+
+
+def test_the_gain_over_the_first_member_is_paired_and_signed(tmp_path):
+    """An informative second member makes the mean better than a weak first member alone: a positive gain
+    whose paired interval excludes 0; against itself, every draw's gain is exactly 0."""
+    labels, good, noise = planted(400, seed=4)
+    weak = expit(0.3 * logit(good) + np.random.default_rng(5).normal(0, 1, 400))
+    gains = paired_intervals(labels, (weak + good) / 2, weak, resamples=200)
+    assert gains["auc_gain_lo"] > 0 and gains["logloss_gain_lo"] > 0
+    assert gains["auc_gain_lo"] <= gains["auc_gain"] <= gains["auc_gain_hi"]
+    same = paired_intervals(labels, weak, weak, resamples=50)
+    assert all(value == 0 for value in same.values())
+    crossval_folder(tmp_path / "cv", {"weak": weak, "good": good}, labels, np.arange(400) % 4)
+    members = [(tmp_path / "cv", name, path) for name, path in zip(("weak", "good"), copies(tmp_path, "weak", "good"))]
+    report = calibrate.stack(members, resamples=50).report
+    assert report["gain_over_first"]["member"] == "weak" and report["gain_over_first"]["stack"]["logloss_gain"] > 0
