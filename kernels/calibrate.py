@@ -352,8 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.stack:
         return _stack(args)
     try:
+        runs = sorted((args.crossval / args.config).glob("fold*/last.pt")) if args.crossval else []
+        family = payload_family(read_checkpoint(runs[0])) if runs else None  # the config's: frame or sequence
         for path in args.into:  # refuse a bad checkpoint before any work
-            payload = read_checkpoint(path)
+            payload = read_checkpoint(path, family=family)
             if args.details and calibration.Calibration.from_dict(payload.get("calibration")) != calibration.Calibration():
                 raise CalibrationError(f"{path}: already calibrated; fit on the scores of an uncalibrated copy")
         if args.crossval:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from models.calibration import Calibration
 from models.checkpoint import CheckpointError, export_checkpoint, load_model, read_checkpoint, save_checkpoint
 from models.lrnet import LRNet, LRNetConfig
 from preprocessing.landmarks import LandmarkSpec
+from tests.conftest import DEMO_WEIGHTS
 from training import convert
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,6 +135,8 @@ def test_frame_model_tools_given_a_sequence_checkpoint_say_so_in_one_line(tmp_pa
     shipped = REPO / "weights" / "lrnet_ffpp.pt"
     with pytest.raises(CheckpointError, match="lrnet_ffpp.pt: holds a sequence model .*; this takes a frame model"):
         load_model(shipped)  # frame models by default: crossval, the notebook API, Grad-CAM
+    (tmp_path / "lite0" / "fold0").mkdir(parents=True)
+    shutil.copy(DEMO_WEIGHTS, tmp_path / "lite0" / "fold0" / "last.pt")  # the config's runs: a frame model
     argv = ["--crossval", str(tmp_path), "--config", "lite0", "--into", str(shipped)]
     with caplog.at_level(logging.ERROR):
         assert calibrate.main(argv) == 2
