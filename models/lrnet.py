@@ -92,14 +92,18 @@ class LRNet(nn.Module):
         #: How frames become this model's input; a checkpoint's "landmark_spec" entry sets it.
         self.spec = LandmarkSpec()
 
-    def branch_probs(self, blocks: torch.Tensor) -> torch.Tensor:
-        """``blocks``: (B, block, features) landmark positions; returns (B, 2): g1's and g2's fake
-        probabilities."""
+    def branch_logits(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``blocks``: (B, block, features) landmark positions; returns g1's two-class logits on them
+        and g2's on their frame-to-frame differences, each (B, 2)."""
         if blocks.ndim != 3 or blocks.shape[1:] != (self.config.block, self.config.features):
             raise ValueError(f"LRNet reads blocks of shape (B, {self.config.block}, {self.config.features}), "
                              f"got {tuple(blocks.shape)}")
-        motion = blocks[:, 1:] - blocks[:, :-1]
-        return torch.stack([self.g1(blocks).softmax(1)[:, 1], self.g2(motion).softmax(1)[:, 1]], dim=1)
+        return self.g1(blocks), self.g2(blocks[:, 1:] - blocks[:, :-1])
+
+    def branch_probs(self, blocks: torch.Tensor) -> torch.Tensor:
+        """``blocks``: (B, block, features) landmark positions; returns (B, 2): g1's and g2's fake
+        probabilities."""
+        return torch.stack([logits.softmax(1)[:, 1] for logits in self.branch_logits(blocks)], dim=1)
 
     def forward(self, blocks: torch.Tensor) -> torch.Tensor:
         """``blocks``: (B, block, features); returns (B,) block fake probabilities (mean of g1's and g2's)."""

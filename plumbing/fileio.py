@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -46,6 +46,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=1)
+
+
+def changed_settings(path: str | os.PathLike, settings: dict[str, Any], keys: Iterable[str]) -> list[str]:
+    """``key=<recorded> (now <given>)`` for each of ``keys`` whose value in ``settings`` differs from the
+    one the JSON file ``path`` records (both compared as JSON), so a resumed output made with other
+    settings can be refused; none where the file does not exist yet."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    earlier, current = json.loads(path.read_text()), json.loads(json.dumps(settings))
+    return [f"{key}={earlier.get(key)!r} (now {current[key]!r})" for key in keys if earlier.get(key) != current[key]]
 
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:

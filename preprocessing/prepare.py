@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import multiprocessing
 import os
@@ -45,7 +44,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from plumbing.cli import add_field_flag, exit_on_sigterm
 from plumbing.cluster import add_engine_arguments
 from plumbing.device import worker_devices
-from plumbing.fileio import write_json
+from plumbing.fileio import changed_settings, write_json
 from plumbing.logs import configure_logging
 from plumbing.scheduler import PoolJobs, in_flight
 
@@ -151,12 +150,7 @@ def _run_tasks(config: PrepareConfig, phases: list[list[Task]], progress: tqdm) 
 
 def _check_config(config: PrepareConfig, out: Path) -> None:
     """Stop when ``out`` was made with settings that change the crops, unless overwriting."""
-    path = out / "config.json"
-    if config.overwrite or not path.is_file():
-        return
-    earlier = json.loads(path.read_text())
-    current = json.loads(json.dumps(asdict(config)))
-    changed = [f"{k}={earlier.get(k)!r} (now {current[k]!r})" for k in OUTPUT_SETTINGS if earlier.get(k) != current[k]]
+    changed = [] if config.overwrite else changed_settings(out / "config.json", asdict(config), OUTPUT_SETTINGS)
     if changed:
         raise PrepareError(f"{out} was prepared with {', '.join(changed)}: use another --out, the same "
                            f"settings, or --overwrite")

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from plumbing.cli import add_field_flag, exit_on_sigterm
-from plumbing.fileio import atomic_write, write_json
+from plumbing.fileio import atomic_write, changed_settings, write_json
 from plumbing.logs import configure_logging
 
 from .detect import FaceDetector
@@ -87,12 +87,9 @@ def read_sequences(out: str | Path, video: str) -> dict[str, np.ndarray]:
 
 
 def _check_config(config: SequencePrepareConfig, out: Path) -> None:
-    path = out / "config.json"
-    if config.overwrite or not path.is_file():
-        return
-    earlier = json.loads(path.read_text())
-    changed = [f"{key}={earlier.get(key)!r} (now {value!r})" for key, value in asdict(config).items()
-               if key not in ("out", "overwrite") and earlier.get(key) != value]
+    settings = asdict(config)
+    keys = [key for key in settings if key not in ("out", "overwrite")]
+    changed = [] if config.overwrite else changed_settings(out / "config.json", settings, keys)
     if changed:
         raise ValueError(f"{out} was made with {', '.join(changed)}: use another --out, the same settings, or --overwrite")
 

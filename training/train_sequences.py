@@ -40,7 +40,6 @@ from models.checkpoint import CheckpointError, load_model, save_checkpoint
 from models.lrnet import LRNet, LRNetConfig
 from models.metrics import label_metrics
 from plumbing.device import DeviceError, default_device
-from plumbing.fileio import atomic_write
 from plumbing.logs import configure_logging
 from plumbing.strict import ConfigError, strict_fields
 from preprocessing.landmarks import LandmarkSpec
@@ -48,6 +47,7 @@ from preprocessing.prepare_sequences import read_sequence_table, read_sequences
 from preprocessing.prepared import PreparedDataError
 
 from .engine import balanced_bce
+from .lifecycle import write_history
 from .train import _fold
 
 logger = logging.getLogger("training.train_sequences")
@@ -167,9 +167,7 @@ def fit(config: SequenceConfig, sequences: Path, fold: int | None, out: Path) ->
             model.train()
             for index in torch.randperm(len(x), generator=generator).split(cfg.batch_size):
                 blocks, targets = x[index].to(device), y[index].to(device)
-                motion = blocks[:, 1:] - blocks[:, :-1]
-                loss = sum(balanced_bce(logits[:, 1] - logits[:, 0], targets)
-                           for logits in (model.g1(blocks), model.g2(motion)))
+                loss = sum(balanced_bce(logits[:, 1] - logits[:, 0], targets) for logits in model.branch_logits(blocks))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -183,10 +181,8 @@ def fit(config: SequenceConfig, sequences: Path, fold: int | None, out: Path) ->
             best = row["val_logloss"]
             save_checkpoint(out / "best.pt", model, **extra)
     save_checkpoint(out / "last.pt", model, **extra)
-    metrics = pd.DataFrame(history)
-    with atomic_write(out / "metrics.csv", "w", newline="") as f:
-        metrics.to_csv(f, index=False)
-    return metrics
+    write_history(out, history)
+    return pd.DataFrame(history)
 
 
 def train_fold(config: Path, sequences: Path, fold: int, run: Path) -> None:
