@@ -8,7 +8,6 @@ hangs the decoder cannot hold the run past its deadline.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from plumbing.device import device_failed
+from plumbing.processes import worker_context
 from plumbing.scheduler import in_flight
 from preprocessing.cropspec import CropSpec
 from preprocessing.detect import FaceDetector
@@ -178,7 +178,7 @@ class Workers:
         self.close()
         if self.count > 0:
             threads = max(1, torch.get_num_threads() // self.count)
-            self._pool = multiprocessing.get_context("spawn").Pool(
+            self._pool = worker_context([__name__]).Pool(
                 self.count, initializer=_init_worker, initargs=(self.detector_kwargs, threads))
 
     def close(self) -> None:

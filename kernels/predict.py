@@ -17,6 +17,11 @@ import logging
 import time
 from pathlib import Path
 
+if __name__ == "__main__":  # the detection workers' fork server imports what this command does, beside it
+    from plumbing.processes import start_early
+
+    start_early(["kernels.predict"])
+
 from models.checkpoint import CheckpointError
 from plumbing.cli import add_field_flag, exit_on_sigterm
 from plumbing.cluster import add_engine_arguments

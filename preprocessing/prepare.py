@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import multiprocessing
 import os
 import time
 import zlib
@@ -46,6 +45,7 @@ from plumbing.cluster import add_engine_arguments
 from plumbing.device import worker_devices
 from plumbing.fileio import changed_settings, write_json
 from plumbing.logs import configure_logging
+from plumbing.processes import worker_context
 from plumbing.scheduler import PoolJobs, in_flight
 
 from .cropspec import crop_entry
@@ -126,7 +126,7 @@ def _run_tasks(config: PrepareConfig, phases: list[list[Task]], progress: tqdm) 
             progress.update()
         return
     threads = max(1, (os.cpu_count() or 1) // config.workers)
-    context = multiprocessing.get_context("spawn")  # safe with CUDA and with torch's thread pools
+    context = worker_context(["preprocessing.prepare"])  # forked from a fresh server: safe with CUDA and torch's thread pools
     devices = context.Queue()
     plan = detection_plan(config)
     for device in plan:

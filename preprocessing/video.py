@@ -1,15 +1,19 @@
 """Reading evenly spaced frames from a video: by streaming, or for a long video by seeking.
 
-Frames come out as upright RGB ``uint8`` arrays (``H x W x 3``): OpenCV's FFmpeg backend applies the
-container's rotation metadata, so a phone clip recorded sideways is returned the way it is shown.
+Frames come out as upright RGB ``uint8`` arrays (``H x W x 3``): the container's rotation metadata is
+applied, so a phone clip recorded sideways is returned the way it is shown. Streaming decodes with
+PyAV, which lets the decoder skip the frames no one reads (:func:`_stream`); seeking and counting use
+OpenCV's FFmpeg backend. Both give the same pixels for the same frame.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
@@ -122,31 +126,97 @@ def shrink(bgr: np.ndarray, max_side: int | None) -> np.ndarray:
 
 
 def _stream(path: str, wanted: np.ndarray, max_side: int | None) -> tuple[list[int], list[np.ndarray], int, bool]:
-    """Decode ``path`` once, keeping the ``wanted`` frames (shrunk to ``max_side``).
+    """Decode ``path`` once with PyAV, keeping the ``wanted`` frames (shrunk to ``max_side``).
 
-    Returns the kept indices and RGB images, the number of frames grabbed, and whether the stream
-    went on past the last wanted frame (a container that under-declares its length).
+    Every frame up to the last wanted one passes the decoder, but the frames that are neither wanted
+    nor referenced by another frame are skipped unseen (FFmpeg's ``skip_frame`` set per packet:
+    H.264's and HEVC's non-reference B-frames, half of a DFDC clip's frames), so decoding costs
+    about half of OpenCV's ``grab()`` of every frame; the kept frames are the same pixels
+    (``tests/test_video.py``). A frame's index is its packet's rank by presentation time stamp;
+    where the stamps cannot rank the packets (one missing or repeated), nothing is skipped and
+    frames are counted as the decoder gives them, as OpenCV does. A packet the decoder rejects is
+    left out, as a frame OpenCV cannot decode is.
+
+    Returns the kept indices and RGB images, the number of frames the stream holds up to the last
+    wanted one, and whether it went on past it (a container that under-declares its length).
     """
-    capture = _open(path)
-    indices, images = [], []
+    wanted_set, last = {int(i) for i in wanted}, int(wanted[-1])
+    order = _display_order(path)
+    kept: dict[int, np.ndarray] = {}
     try:
-        wanted_set = {int(i) for i in wanted}
-        last = int(wanted[-1])
-        position = 0
-        while position <= last:
-            if not capture.grab():
-                return indices, images, position, False
-            if position in wanted_set:
-                ok, bgr = capture.retrieve()
-                if ok and bgr is not None:
-                    indices.append(position)
-                    images.append(cv2.cvtColor(shrink(bgr, max_side), cv2.COLOR_BGR2RGB))
-                else:
-                    log.debug("%s: frame %d could not be decoded, skipped", path, position)
-            position += 1
-        return indices, images, position, bool(capture.grab())
-    finally:
-        capture.release()
+        container = av.open(path)
+    except av.FFmpegError as err:
+        raise VideoReadError(path, f"not a readable video ({err})") from None
+    with container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        codec = stream.codec_context
+        position = 0  # frames given by the decoder, the index where the stamps do not rank
+
+        def keep(frames) -> None:
+            nonlocal position
+            for frame in frames:
+                index = position if order is None else order.get(frame.pts, -1)
+                position += 1
+                if index in wanted_set and index not in kept:
+                    kept[index] = _upright(frame, max_side)
+
+        for packet in _packets(container, stream, path):
+            if len(kept) == len(wanted_set) or (order is None and position > last):
+                break
+            if order is not None:
+                codec.skip_frame = "DEFAULT" if order.get(packet.pts) in wanted_set else "NONREF"
+            try:
+                keep(codec.decode(packet))
+            except av.FFmpegError:
+                log.debug("%s: a packet could not be decoded, skipped", path)
+        codec.skip_frame = "DEFAULT"
+        with contextlib.suppress(av.FFmpegError):
+            keep(codec.decode(None))
+    total = len(order) if order is not None else position
+    indices = sorted(i for i in kept if i <= last)
+    log.debug(DECODED, path, min(total, last + 1), position, len(indices))
+    return indices, [kept[i] for i in indices], min(total, last + 1), total > last + 1
+
+
+#: :func:`_stream`'s debug line: frames the stream holds up to the last wanted one, frames decoded, frames kept.
+DECODED = "%s: %d frames streamed, %d decoded, %d kept"
+
+
+def _packets(container, stream, path: str):
+    """The video packets of ``container`` that hold a frame, in decode order; a stream that breaks
+    off ends there."""
+    try:
+        for packet in container.demux(stream):
+            if packet.size and not packet.is_discard:
+                yield packet
+    except av.FFmpegError as err:
+        log.debug("%s: the stream breaks off (%s)", path, err)
+
+
+def _display_order(path: str) -> dict[int, int] | None:
+    """Each video packet's presentation time stamp -> its frame's index in display order, from a pass
+    that reads the packets without decoding them; ``None`` where a stamp is missing or repeated."""
+    try:
+        with av.open(path) as container:
+            stamps = [packet.pts for packet in _packets(container, container.streams.video[0], path)]
+    except (av.FFmpegError, IndexError):
+        return None
+    if None in stamps or len(set(stamps)) != len(stamps):
+        return None
+    return {stamp: index for index, stamp in enumerate(sorted(stamps))}
+
+
+def _upright(frame, max_side: int | None) -> np.ndarray:
+    """A decoded PyAV frame as an RGB array, turned as its display matrix says (as OpenCV does) and
+    shrunk to ``max_side``."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turn = _TURNS.get(round(-frame.rotation) % 360)
+    return shrink(rgb if turn is None else cv2.rotate(rgb, turn), max_side)
+
+
+#: Display rotations (degrees clockwise) and the turn that shows a frame upright.
+_TURNS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
 
 def _seek(path: str, wanted: np.ndarray, max_side: int | None) -> tuple[list[int], list[np.ndarray], bool]:
@@ -201,8 +271,9 @@ def read_frames(path: str | os.PathLike, n: int = FRAMES, max_side: int | None =
     and with ``runs``, that many runs of ``run_length`` consecutive frames (:func:`run_starts`) in
     the same decode, as ``Frames.runs``.
 
-    Streamed (``seek=False``): every frame up to the last wanted one is grabbed and only the wanted
-    ones are decoded to images, so the cost follows the video's length. Seeking (``seek=True``):
+    Streamed (``seek=False``): every frame up to the last wanted one passes the decoder, which skips
+    those that are neither wanted nor referenced by another frame (:func:`_stream`), so the cost
+    follows the video's length. Seeking (``seek=True``):
     each wanted frame is decoded from the keyframe before it, so the cost follows ``n``; ``None``
     seeks where the wanted frames lie more than :data:`SEEK_GAP` frames apart. Both give the same
     indices and pixels; a seek that fails falls back to streaming. When the container's frame count is missing

@@ -53,6 +53,25 @@ def test_streamed_frames_equal_sequentially_decoded_ones(data_dir):
         np.testing.assert_array_equal(image, oracle[int(index)])
 
 
+def test_streaming_skips_the_frames_no_one_reads_and_keeps_the_wanted_pixels(data_dir, caplog):
+    """A DFDC clip (1080p H.264 with B-frames): the decoder skips the frames that are neither wanted
+    nor referenced (about half of them), and the 32 spread frames are still exactly the pixels of a
+    decode of every frame, each at its own index."""
+    path = sorted((data_dir / "dfdc/train_sample_videos").glob("*.mp4"))[0]
+    with caplog.at_level("DEBUG", logger="preprocessing.video"):
+        frames = read_frames(path, 32, seek=False)
+    streamed, decoded, kept = next(r.args[1:] for r in caplog.records if r.msg == video.DECODED)
+    assert streamed == frames.frame_count == 300 and kept == 32
+    assert 32 <= decoded < 0.6 * streamed
+    assert frames.indices.tolist() == sample_indices(300, 32).tolist()
+    capture, wanted = cv2.VideoCapture(str(path)), set(frames.indices.tolist())
+    oracle = {i: cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) for i, (ok, bgr) in enumerate(iter(capture.read, (False, None)))
+              if i in wanted}
+    assert sorted(oracle) == frames.indices.tolist()
+    for index, image in zip(frames.indices, frames.images):
+        np.testing.assert_array_equal(image, oracle[int(index)])
+
+
 def concatenated(clips: list[Path], path: Path) -> Path:
     """The clips one after another, re-encoded into one MPEG-4 file (a keyframe every 12 frames)."""
     captures = [cv2.VideoCapture(str(c)) for c in clips]
