@@ -138,7 +138,7 @@ def test_each_folds_epoch_is_chosen_on_the_other_folds_curves_only():
     assert crossval.chosen_epochs(pd.DataFrame({0: [0.3, 0.2]})) == {}
 
 
-def test_a_folds_chosen_scores_are_what_its_run_recorded_at_the_epoch_the_other_folds_chose(tmp_path):
+def test_a_folds_chosen_scores_are_what_its_run_recorded_at_the_epoch_the_other_folds_chose(tmp_path, caplog):
     """Runs of planted metrics and per-epoch crop scores (each prob names its fold, epoch and crop)."""
     runs = {}
     for fold, curve in CURVES.items():
@@ -155,6 +155,12 @@ def test_a_folds_chosen_scores_are_what_its_run_recorded_at_the_epoch_the_other_
     assert scores.columns.tolist() == ["video", "frame", "track", "label", "prob"]
     assert scores.video.tolist() == ["v00", "v00", "v01", "v01"] and scores.frame.tolist() == [0, 1, 0, 1]
     assert np.allclose(scores.prob, [0.02, 0.021, 0.022, 0.023])  # fold 0 at epoch 2, not its own best (0)
+    # a run resumed across the change records only its later epochs: no chosen rows, one warning naming it
+    partial = pd.read_csv(runs[2] / "epoch_crops.csv")
+    partial[partial.epoch > 0].to_csv(runs[2] / "epoch_crops.csv", index=False)
+    assert crossval.chosen_scores("planted", runs) == {}
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"planted: no 'chosen' rows: no epoch_crops.csv, or not of every epoch, in {runs[2]} (trained before it was written)"]
 
 
 def pooled_of(videos: pd.DataFrame, config: str, checkpoint: str) -> pd.DataFrame:

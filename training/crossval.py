@@ -21,8 +21,8 @@ epoch is the one with the lowest mean ``val_logloss`` (each run's ``metrics.csv`
 the other folds cross-validated, and fold K's videos are scored as its run's validation scored them
 at that epoch (``epoch_crops.csv``, recorded by the trainer in its own precision and device; no
 checkpoint is kept per epoch). With one fold there is nothing to choose on: no ``chosen`` rows, and a
-warning. A config whose runs predate ``epoch_crops.csv`` gets no ``chosen`` rows either, with a
-warning naming the runs.
+warning. A config whose runs predate ``epoch_crops.csv`` (or lack some epochs' rows: resumed across
+the change) gets no ``chosen`` rows either, with a warning naming the runs.
 
 Sequence configs (``"family": "sequence"``, ``training/configs/lrnet/``) train LRNet by ``python -m
 training.train_sequences`` on the landmark sequences of ``--sequences`` (a ``python -m
@@ -175,22 +175,22 @@ def chosen_epochs(curves: pd.DataFrame) -> dict[int, int]:
 def chosen_scores(config: str, runs: dict[int, Path]) -> dict[int, tuple[int, pd.DataFrame]]:
     """Fold -> (its :func:`chosen_epochs` epoch, the crop scores its run's validation recorded then:
     ``video``, ``frame``, ``track``, ``label``, ``prob``) of ``config``'s finished ``runs`` (fold ->
-    folder). Empty, with a warning, with one fold or where a run has no ``epoch_crops.csv``."""
+    folder). Empty, with a warning, with one fold or where a run's ``epoch_crops.csv`` is missing or lacks
+    epochs of its ``metrics.csv`` (trained, or partly trained, before the file was written)."""
     if len(runs) < 2:
         logger.warning("%s: folds %s: no %r epoch, which is chosen on the other folds", config, list(runs), CHOSEN)
         return {}
-    missing = [str(run) for run in runs.values() if not (run / EPOCH_SCORES).is_file()]
-    if missing:
-        logger.warning("%s: no %r rows: no %s in %s (trained before it was written)", config, CHOSEN, EPOCH_SCORES,
-                       ", ".join(missing))
-        return {}
     histories = {fold: pd.read_csv(run / "metrics.csv").set_index("epoch").val_logloss for fold, run in runs.items()}
+    recorded = {fold: read_epoch_scores(run) for fold, run in runs.items() if (run / EPOCH_SCORES).is_file()}
+    missing = [str(run) for fold, run in runs.items() if fold not in recorded  # a run that validated nothing has no rows
+               or len(recorded[fold]) and set(recorded[fold].epoch) != set(histories[fold].index)]
+    if missing:
+        logger.warning("%s: no %r rows: no %s, or not of every epoch, in %s (trained before it was written)", config,
+                       CHOSEN, EPOCH_SCORES, ", ".join(missing))
+        return {}
     common = sorted(set.intersection(*(set(history.index) for history in histories.values())))
-    chosen = {}
-    for fold, epoch in chosen_epochs(pd.DataFrame(histories).loc[common]).items():
-        scores = read_epoch_scores(runs[fold])
-        chosen[fold] = epoch, scores[scores.epoch == epoch].drop(columns="epoch")
-    return chosen
+    return {fold: (epoch, recorded[fold][recorded[fold].epoch == epoch].drop(columns="epoch"))
+            for fold, epoch in chosen_epochs(pd.DataFrame(histories).loc[common]).items()}
 
 
 def video_scores(crops: pd.DataFrame, by_logit: set[str]) -> pd.DataFrame:
