@@ -53,9 +53,28 @@ def test_every_video_is_scored_once_per_config_by_its_folds_run(prepared_dir, tm
         assert (scored["logloss"], scored["auc"]) == pytest.approx(
             (measured.val_logloss.iloc[-1], measured.val_auc.iloc[-1]), abs=1e-5)
     assert 0 in best_epochs
+    # chosen: each fold at the epoch the other fold's run validated best, scored as validation recorded it;
+    # the recorded scores of the best and last epochs are what best.pt and last.pt score now
+    folds = pd.read_csv(out / "folds.csv").set_index(["config", "checkpoint", "fold"])
+    crops = pd.read_csv(out / "crops.csv")
+    for config in ("plain", "pseudo"):
+        for fold in (0, 1):
+            run = out / config / f"fold{fold}"
+            other = pd.read_csv(out / config / f"fold{1 - fold}" / "metrics.csv")
+            epoch = int(other.epoch[other.val_logloss.idxmin()])
+            assert folds.loc[(config, "chosen", fold), "epoch"] == epoch
+            recorded = pd.read_csv(run / "epoch_crops.csv")
+            assert sorted(recorded.epoch.unique()) == [0, 1] and (recorded.groupby("epoch").size() == len(
+                pd.read_csv(prepared_dir / "crops.csv").query("fold == @fold"))).all()
+            for checkpoint in ("chosen", "best", "last"):
+                scored = crops.query("config == @config and checkpoint == @checkpoint and fold == @fold")
+                at = recorded[recorded.epoch == folds.loc[(config, checkpoint, fold), "epoch"]]
+                pd.testing.assert_frame_equal(scored[["video", "frame", "track", "label"]].reset_index(drop=True),
+                                              at[["video", "frame", "track", "label"]].reset_index(drop=True))
+                assert np.allclose(scored.prob, at.prob, atol=1e-5 if checkpoint != "chosen" else 0), checkpoint
     # pooled metrics: the mean of the real and fake videos' log-losses, and AUC, over both folds
     summary = pd.read_csv(out / "summary.csv").set_index(["config", "checkpoint"])
-    assert len(summary) == 4 and (summary.videos == len(prepared)).all()
+    assert len(summary) == 6 and (summary.videos == len(prepared)).all()
     pooled = videos.query("config == 'pseudo' and checkpoint == 'last'")
     real, fake = pooled[pooled.label == 0], pooled[pooled.label == 1]
     expected = (log_loss(real.label, real.prob, labels=[0, 1]) + log_loss(fake.label, fake.prob, labels=[0, 1])) / 2
@@ -63,12 +82,11 @@ def test_every_video_is_scored_once_per_config_by_its_folds_run(prepared_dir, tm
     assert summary.loc[("pseudo", "last"), "auc"] == pytest.approx(roc_auc_score(pooled.label, pooled.prob))
     for metric in ("logloss", "auc"):
         assert (summary[f"{metric}_lo"] <= summary[metric]).all() and (summary[metric] <= summary[f"{metric}_hi"]).all()
-    assert len(pd.read_csv(out / "folds.csv")) == 8
-    assert "pooled over folds [0, 1]" in caplog.text
+    assert len(folds) == 12
+    assert "pooled over folds [0, 1]" in caplog.text and "chosen" in caplog.text
     # crops.csv: every validation crop once per run, and a video's score is the mean of its crops'
-    crops = pd.read_csv(out / "crops.csv")
     prepared_crops = pd.read_csv(prepared_dir / "crops.csv")
-    assert len(crops) == 4 * len(prepared_crops)
+    assert len(crops) == 6 * len(prepared_crops)
     means = crops.groupby(["config", "checkpoint", "video"]).prob.mean()
     assert np.allclose(videos.set_index(["config", "checkpoint", "video"]).prob, means[videos.set_index(
         ["config", "checkpoint", "video"]).index], atol=1e-9)
@@ -90,6 +108,59 @@ def test_every_video_is_scored_once_per_config_by_its_folds_run(prepared_dir, tm
     assert len(weights) == 8 and crossval.main(argv) == 0
     assert {path: path.stat().st_mtime_ns for path in out.rglob("*.pt")} == weights
     pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), summary.reset_index())  # seeded intervals
+    # a run trained before epoch_crops.csv existed: its config has no chosen rows, one warning names the run
+    (out / "plain" / "fold1" / "epoch_crops.csv").unlink()
+    caplog.clear()
+    assert crossval.main(argv) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(out / "plain" / "fold1") in warnings[0] and "fold0" not in warnings[0]
+    checkpoints = pd.read_csv(out / "summary.csv").groupby("config").checkpoint.apply(set)
+    assert checkpoints.to_dict() == {"plain": {"best", "last"}, "pseudo": {"best", "last", "chosen"}}
+    # one fold: nothing to choose on, said once per config
+    caplog.clear()
+    assert crossval.main([*argv, "--folds", "0"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and all("folds [0]: no 'chosen' epoch" in w for w in warnings)
+    assert set(pd.read_csv(out / "folds.csv").checkpoint) == {"best", "last"}
+
+
+#: Planted validation log-loss curves of three folds' runs (epochs 0-2). Fold 0's own run is best at
+#: epoch 0, the other two folds together at epoch 2; with fold 0's own curve in the mean, epoch 0 would win.
+CURVES = {0: [0.1, 0.9, 0.9], 1: [0.7, 0.4, 0.5], 2: [0.7, 0.6, 0.3]}
+
+
+def test_each_folds_epoch_is_chosen_on_the_other_folds_curves_only():
+    assert crossval.chosen_epochs(pd.DataFrame(CURVES)) == {0: 2, 1: 0, 2: 0}
+    # ties: the earlier epoch; a fold that validated nothing (NaN) is left out of the others' mean
+    assert crossval.chosen_epochs(pd.DataFrame({0: [0.5, 0.5, 0.5], 1: [0.9, 0.2, 0.2]})) == {0: 1, 1: 0}
+    nan = float("nan")
+    assert crossval.chosen_epochs(pd.DataFrame({0: [0.1, 0.9], 1: [nan, nan], 2: [0.8, 0.2]})) == {0: 1, 1: 0, 2: 0}
+    assert crossval.chosen_epochs(pd.DataFrame({0: [0.3, 0.2]})) == {}
+
+
+def test_a_folds_chosen_scores_are_what_its_run_recorded_at_the_epoch_the_other_folds_chose(tmp_path, caplog):
+    """Runs of planted metrics and per-epoch crop scores (each prob names its fold, epoch and crop)."""
+    runs = {}
+    for fold, curve in CURVES.items():
+        runs[fold] = run = tmp_path / "planted" / f"fold{fold}"
+        run.mkdir(parents=True)
+        pd.DataFrame({"epoch": range(3), "val_logloss": curve}).to_csv(run / "metrics.csv", index=False)
+        crops = [(epoch, f"v{fold}{v}", frame, 0, v % 2, fold / 10 + epoch / 100 + (2 * v + frame) / 1000)
+                 for epoch in range(3) for v in range(2) for frame in range(2)]
+        pd.DataFrame(crops, columns=["epoch", "video", "frame", "track", "label", "prob"]).to_csv(
+            run / "epoch_crops.csv", index=False)
+    chosen = crossval.chosen_scores("planted", runs)
+    assert {fold: epoch for fold, (epoch, _) in chosen.items()} == {0: 2, 1: 0, 2: 0}
+    epoch, scores = chosen[0]
+    assert scores.columns.tolist() == ["video", "frame", "track", "label", "prob"]
+    assert scores.video.tolist() == ["v00", "v00", "v01", "v01"] and scores.frame.tolist() == [0, 1, 0, 1]
+    assert np.allclose(scores.prob, [0.02, 0.021, 0.022, 0.023])  # fold 0 at epoch 2, not its own best (0)
+    # a run resumed across the change records only its later epochs: no chosen rows, one warning naming it
+    partial = pd.read_csv(runs[2] / "epoch_crops.csv")
+    partial[partial.epoch > 0].to_csv(runs[2] / "epoch_crops.csv", index=False)
+    assert crossval.chosen_scores("planted", runs) == {}
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"planted: no 'chosen' rows: no epoch_crops.csv, or not of every epoch, in {runs[2]} (trained before it was written)"]
 
 
 def pooled_of(videos: pd.DataFrame, config: str, checkpoint: str) -> pd.DataFrame:

@@ -137,6 +137,20 @@ def test_crossval_scores_every_block_once_and_leaves_out_a_video_without_sequenc
     video = results.videos.set_index(["config", "checkpoint", "video"]).loc[("tiny", "last", "v00")]
     probs = crops[crops.video == "v00"].prob
     assert video.prob == pytest.approx(1 / (1 + math.exp(-logit(probs).mean())))  # the kernel's rule for blocks
+    # chosen: each fold's blocks as its run's validation scored them at the epoch the other folds chose
+    chosen = results.folds.set_index(["config", "checkpoint", "fold"]).epoch.sort_index()
+    for fold in range(5):
+        recorded = pd.read_csv(tmp_path / "cv" / "tiny" / f"fold{fold}" / "epoch_crops.csv")
+        assert sorted(recorded.epoch.unique()) == [0, 1, 2]  # epoch 0: the initial model
+        for checkpoint in ("chosen", "last"):
+            scored = results.crops.query("config == 'tiny' and checkpoint == @checkpoint and fold == @fold")
+            at = recorded[recorded.epoch == chosen[("tiny", checkpoint, fold)]]
+            assert scored[["video", "frame", "track", "label"]].values.tolist() == \
+                at[["video", "frame", "track", "label"]].values.tolist()
+            assert np.allclose(scored.prob, at.prob, atol=1e-6 if checkpoint == "last" else 0)
+    assert (chosen.loc[("tiny", "last")] == 2).all() and (chosen.loc[("published", "chosen")] == 0).all()
+    published_chosen = results.videos.query("config == 'published' and checkpoint == 'chosen'").prob
+    assert np.allclose(published_chosen, results.videos.query("config == 'published' and checkpoint == 'last'").prob)
     epoch = load_model(tmp_path / "cv" / "published" / "fold0" / "last.pt", family="sequence")
     original = load_model("weights/lrnet_ffpp.pt", family="sequence")
     assert all((a == b).all() for a, b in zip(epoch.state_dict().values(), original.state_dict().values()))

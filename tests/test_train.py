@@ -305,10 +305,45 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_as_if_never_killed(faces
     for key, value in whole.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert read_checkpoint(out / "last.pt")["step"] == config.epochs * config.iterations
+    pd.testing.assert_frame_equal(pd.read_csv(out / "epoch_crops.csv"), pd.read_csv(tmp_path / "whole" / "epoch_crops.csv"))
 
 
 class _Killed(Exception):
     """Stands for a kill after the first epoch."""
+
+
+def test_a_run_killed_after_an_epochs_scores_keeps_one_row_per_epoch_and_crop_when_resumed(faces_prepared, tmp_path,
+                                                                                           monkeypatch):
+    """Killed after writing epoch 1's rows of ``epoch_crops.csv`` and before its ``last.pt``: the resumed
+    run repeats epoch 1 and its rows replace the killed run's, with epoch 0's kept as they were."""
+    config = tiny_train_config(epochs=2, iterations=1)
+    train_set, val_set = make_datasets(faces_prepared, 0, RunConfig(TINY, config))
+    save = train_module.save_checkpoint
+
+    def killed_at_epoch_1(path, model, **extra):
+        if Path(path).name == "last.pt" and extra["epoch"] == 1:
+            raise _Killed
+        save(path, model, **extra)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", killed_at_epoch_1)
+    with pytest.raises(_Killed):
+        fit(TINY, config, train_set, val_set, tmp_path)
+    killed = pd.read_csv(tmp_path / "epoch_crops.csv")
+    assert killed.epoch.tolist() == [0] * len(val_set) + [1] * len(val_set)
+    killed.loc[killed.epoch == 1, "prob"] = -1.0  # marks the killed run's rows of the epoch to repeat
+    killed.to_csv(tmp_path / "epoch_crops.csv", index=False)
+    monkeypatch.setattr(train_module, "save_checkpoint", save)
+    fit(TINY, config, train_set, val_set, tmp_path, resume=True)
+    resumed = pd.read_csv(tmp_path / "epoch_crops.csv")
+    assert resumed.columns.tolist() == ["epoch", "video", "frame", "track", "label", "prob"]
+    assert (resumed.groupby(["epoch", "video", "frame", "track"]).size() == 1).all() and len(resumed) == 2 * len(val_set)
+    assert resumed.video.tolist() == val_set.table.video.tolist() * 2 and (resumed.label == resumed.video.map(
+        val_set.table.set_index("video").label)).all()
+    pd.testing.assert_frame_equal(resumed[resumed.epoch == 0], killed[killed.epoch == 0])
+    assert (resumed.prob >= 0).all()
+    videos = pd.read_csv(tmp_path / "best_videos.csv")  # the best epoch's video scores are its crops' means
+    best = resumed[resumed.epoch == read_checkpoint(tmp_path / "best.pt")["epoch"]]
+    assert np.allclose(best.groupby("video").prob.mean()[videos.video], videos.prob)
 
 
 @pytest.mark.usefixtures("cpu_only")
@@ -400,6 +435,10 @@ def test_two_gloo_processes_train_data_parallel_to_identical_weights(data_dir, t
     crops = FaceCrops(files)
     assert sorted(videos["video"]) == sorted({crops[i]["video"] for i in range(len(crops))})
     assert videos["crops"].sum() == len(crops), "a crop was validated twice (or missed)"
+    # epoch_crops.csv holds each epoch's crops in the dataset's order, however the ranks shared them
+    recorded = pd.read_csv(tmp_path / "run" / "epoch_crops.csv")
+    order = [crops[i]["video"] for i in range(len(crops))]
+    assert recorded.video.tolist() == order * config.epochs and recorded.epoch.tolist() == sorted([0, 1] * len(crops))
 
 
 def test_freezing_every_stage_is_refused_naming_the_count():

@@ -1,7 +1,8 @@
 """A training run's life in its ``--out`` folder, shared by ``training.train`` and
 ``training.pretrain_mae``: a fresh run refuses a folder that holds one, a resumed run continues only
 with the settings it was made with, an epoch is a fixed number of batches cycled from its loader,
-and the history is written, atomically, as ``metrics.csv`` and a plot after every epoch. ``last.pt``
+and the history is written, atomically, as ``metrics.csv`` and a plot after every epoch, with each
+epoch's validation scores per crop in ``epoch_crops.csv`` (:func:`record_epoch_scores`). ``last.pt``
 records the precision the run resolved; a run resumed where it resolves differently (an A100's bf16
 resumed on a T4 in fp16, a CPU run resumed on a GPU) carries its weights and optimizer state over and
 converts its gradient scaler (:func:`resumed_scaler`).
@@ -24,6 +25,8 @@ from plumbing.fileio import atomic_write
 
 #: What a resumable run's folder holds: its last epoch, with the optimizer's state.
 LAST = "last.pt"
+#: Every epoch's validation scores, one row per (epoch, validation crop or block).
+EPOCH_SCORES = "epoch_crops.csv"
 
 logger = logging.getLogger(__name__)
 
@@ -85,5 +88,30 @@ def epoch_batches(loader: DataLoader, epoch: int, iterations: int) -> Iterator[A
 
 def write_history(out: Path, history: list[dict[str, Any]]) -> None:
     """``out/metrics.csv``: one row per epoch, atomically."""
-    with atomic_write(out / "metrics.csv", "w", newline="") as f:
-        pd.DataFrame(history).to_csv(f, index=False)
+    _write_csv(out / "metrics.csv", pd.DataFrame(history))
+
+
+def record_epoch_scores(out: Path, epoch: int, scores: pd.DataFrame) -> None:
+    """Make ``scores`` (one row per validation crop) ``epoch``'s rows of ``out/epoch_crops.csv``, with an
+    ``epoch`` column first, atomically. Rows of ``epoch`` or later already there are dropped: a run
+    resumed from an earlier ``last.pt`` (killed after writing them) repeats the epoch without doubling
+    its rows, and a fresh run replaces what a run killed before its first ``last.pt`` left."""
+    path = out / EPOCH_SCORES
+    kept = read_epoch_scores(out) if path.is_file() and epoch > 0 else pd.DataFrame()
+    rows = scores.assign(epoch=epoch)[["epoch", *scores.columns]]
+    write_epoch_scores(out, pd.concat([kept[kept.epoch < epoch], rows], ignore_index=True) if len(kept) else rows)
+
+
+def write_epoch_scores(out: Path, table: pd.DataFrame) -> None:
+    """``out/epoch_crops.csv``: every epoch's validation scores (``epoch`` and one row per crop), atomically."""
+    _write_csv(out / EPOCH_SCORES, table)
+
+
+def read_epoch_scores(run: Path) -> pd.DataFrame:
+    """A run's ``epoch_crops.csv`` (video ids as strings)."""
+    return pd.read_csv(run / EPOCH_SCORES, dtype={"video": str}, keep_default_na=False)
+
+
+def _write_csv(path: Path, table: pd.DataFrame) -> None:
+    with atomic_write(path, "w", newline="") as f:
+        table.to_csv(f, index=False)

@@ -9,8 +9,10 @@ The other folds train; fold ``K`` validates, per video (``--fold all`` trains on
 recipe; take its ``last.pt``). ``--out`` (default ``runs/<config>-fold<K>``)
 receives ``config.json`` (the resolved settings), ``last.pt`` (every epoch, with the optimizer, scheduler
 and history: what ``--resume`` continues from), ``best.pt`` (the epoch with the lowest validation
-log-loss; no optimizer state), ``best_videos.csv`` (its per-video scores), ``metrics.csv`` (one row per
-epoch) and ``curves.png``. Every file is written atomically, by rank 0 only.
+log-loss; no optimizer state), ``best_videos.csv`` (its per-video scores), ``epoch_crops.csv`` (every
+epoch's validation probability of every crop: what ``training.crossval`` scores an epoch chosen on the
+other folds with), ``metrics.csv`` (one row per epoch) and ``curves.png``. Every file is written
+atomically, by rank 0 only.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ from .dataset import CropDataset, PreparedDataError
 from .dropout import StructuredDropout
 from .engine import predict, train_one_epoch, video_metrics
 from .freeze import freeze_early
-from .lifecycle import check_fresh, epoch_batches, resume_state, resumed_scaler, write_history
+from .lifecycle import check_fresh, epoch_batches, record_epoch_scores, resume_state, resumed_scaler, write_history
 from .pairs import PairSampler
 from .selfblend import SelfBlend
 
@@ -98,7 +100,9 @@ def fit(
 
     Datasets yield dicts with ``image`` (3, S, S normalised float), ``target`` (float, 1 = fake) and
     ``video`` (id); a dataset with a ``set_epoch(n)`` method is told each new pass (to rebalance or
-    reshuffle). Under ``torchrun`` every process calls this and trains data-parallel. ``resume``
+    reshuffle). Each epoch's validation scores go to ``epoch_crops.csv``, one row per item (with its
+    ``frame`` and ``track`` where ``val_set`` is a :class:`CropDataset`). Under ``torchrun`` every
+    process calls this and trains data-parallel. ``resume``
     continues the run in ``out`` from ``last.pt``; without it, ``out`` must not hold a run.
     ``info`` (data folder, fold...) is recorded in ``config.json``.
     """
@@ -158,6 +162,7 @@ def fit(
             history.append(row)
             if ctx.primary:
                 _save_epoch(out, evaluated, model if ema is not None else None, row, history, videos,
+                            _crop_scores(crops, val_set, ctx.world_size),
                             is_best=row["val_logloss"] < best_before, cfg=cfg, step=step, world_size=ctx.world_size,
                             optimizer=optimizer, scheduler=scheduler, scaler=scaler, precision=precision.name)
                 logger.info("epoch %d: lr %.3g, train loss %.4f, val balanced log-loss %.4f (real %.4f, fake %.4f), AUC %.3f, "
@@ -226,8 +231,23 @@ def _loaders(train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
         raise ConfigError(f"{len(train_set)} training crops make no full batch of {cfg.batch_size} per process "
                           f"on {ctx.world_size} process(es)")
     # Validation shards the crops over the ranks without DistributedSampler's padding (no crop counted twice).
-    val = DataLoader(val_set, cfg.batch_size * 2, sampler=range(ctx.rank, len(val_set), ctx.world_size), **common)
+    val = DataLoader(val_set, cfg.batch_size * 2, sampler=_val_shard(len(val_set), ctx.world_size, ctx.rank), **common)
     return train, val
+
+
+def _val_shard(size: int, world_size: int, rank: int) -> range:
+    """The validation items rank ``rank`` scores: every ``world_size``-th from its own."""
+    return range(rank, size, world_size)
+
+
+def _crop_scores(crops: pd.DataFrame, val_set: Dataset, world_size: int) -> pd.DataFrame:
+    """The gathered validation ``crops`` (:func:`predict`: rank after rank) in the validation set's order:
+    ``video``, ``frame`` and ``track`` (a :class:`CropDataset`'s), ``label`` (0/1), ``prob``."""
+    order = np.concatenate([np.asarray(_val_shard(len(crops), world_size, rank)) for rank in range(world_size)])
+    crops = crops.set_axis(order).sort_index()
+    where = val_set.table.iloc[val_set.order][["frame", "track"]].to_dict("list") if isinstance(val_set, CropDataset) else {}
+    return pd.DataFrame({"video": crops.video.to_numpy(), **where, "label": (crops.target.to_numpy() > 0.5).astype(int),
+                         "prob": crops.prob.to_numpy()})
 
 
 def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -247,12 +267,13 @@ def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer,
 
 
 def _save_epoch(out: Path, evaluated: nn.Module, raw: nn.Module | None, row: dict[str, Any],
-                history: list[dict[str, Any]], videos: pd.DataFrame, *, is_best: bool, cfg: TrainConfig, step: int,
-                world_size: int, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
-                precision: str) -> None:
-    """Write the epoch's files; ``best.pt`` before ``last.pt`` (which records the resolved ``precision``),
-    so a kill between them only repeats the epoch."""
+                history: list[dict[str, Any]], videos: pd.DataFrame, crops: pd.DataFrame, *, is_best: bool,
+                cfg: TrainConfig, step: int, world_size: int, optimizer: torch.optim.Optimizer, scheduler: Any,
+                scaler: torch.amp.GradScaler, precision: str) -> None:
+    """Write the epoch's files; ``best.pt`` and the epoch's rows of ``epoch_crops.csv`` before ``last.pt``
+    (which records the resolved ``precision``), so a kill between them only repeats the epoch."""
     common = {"epoch": row["epoch"], "metrics": row, "train": cfg.to_dict()}
+    record_epoch_scores(out, row["epoch"], crops)
     if is_best:
         save_checkpoint(out / "best.pt", evaluated, **common)
         with atomic_write(out / "best_videos.csv", "w", newline="") as f:

@@ -18,8 +18,11 @@ augmentation (the authors use none). The config (JSON, every key checked)::
 ``epochs`` 0 trains nothing: the run's checkpoints are ``init`` itself, scored as it is. Written to
 ``RUN``: ``last.pt`` and ``best.pt`` (the epoch with the lowest balanced block log-loss on fold K; the
 last with ``--fold all``), ``models.checkpoint`` sequence checkpoints that ``kernels.predict --weights``
-loads (the sequences' landmark spec in them, no calibration), and ``metrics.csv`` (per epoch:
-``train_loss``, ``val_logloss``, ``val_auc`` of fold K's blocks). Runs on CUDA where present, else the CPU.
+loads (the sequences' landmark spec in them, no calibration), ``metrics.csv`` (per epoch:
+``train_loss``, ``val_logloss``, ``val_auc`` of fold K's blocks) and ``epoch_crops.csv`` (per epoch,
+each validation block's ``video``, ``frame``, ``track``, ``label`` and ``prob``: what
+``training.crossval`` scores an epoch chosen on the other folds with). Runs on CUDA where present, else
+the CPU.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ from preprocessing.prepare_sequences import read_sequence_table, read_sequences
 from preprocessing.prepared import PreparedDataError
 
 from .engine import balanced_bce
-from .lifecycle import write_history
+from .lifecycle import write_epoch_scores, write_history
 from .train import _fold
 
 logger = logging.getLogger("training.train_sequences")
@@ -160,7 +163,7 @@ def fit(config: SequenceConfig, sequences: Path, fold: int | None, out: Path) ->
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
     device = next(model.parameters()).device
-    history, best = [], np.inf
+    history, scores, best = [], [], np.inf
     for epoch in trange(cfg.epochs + 1, desc=f"{out.name}", unit="epoch", leave=False, mininterval=5):
         losses = []
         if epoch:  # epoch 0: the initial model, measured
@@ -172,7 +175,9 @@ def fit(config: SequenceConfig, sequences: Path, fold: int | None, out: Path) ->
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item() / 2)
-        val = label_metrics(val_meta.label, block_probs(model, val_x)) if len(val_x) else {"logloss": np.nan, "auc": np.nan}
+        probs = block_probs(model, val_x)
+        scores.append(val_meta.drop(columns="fold").assign(prob=probs, epoch=epoch))
+        val = label_metrics(val_meta.label, probs) if len(val_x) else {"logloss": np.nan, "auc": np.nan}
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else np.nan,
                "val_logloss": float(val["logloss"]), "val_auc": float(val["auc"])}
         history.append(row)
@@ -181,6 +186,7 @@ def fit(config: SequenceConfig, sequences: Path, fold: int | None, out: Path) ->
             best = row["val_logloss"]
             save_checkpoint(out / "best.pt", model, **extra)
     save_checkpoint(out / "last.pt", model, **extra)
+    write_epoch_scores(out, pd.concat(scores, ignore_index=True)[["epoch", "video", "frame", "track", "label", "prob"]])
     write_history(out, history)
     return pd.DataFrame(history)
 
