@@ -202,19 +202,19 @@ class Ensemble:
 
     @property
     def crop_specs(self) -> tuple[CropSpec, ...]:
-        """One spec per distinct crop key, in frame-model order: how each face must be cut."""
+        """One spec per distinct input key, in frame-model order: how each face must be cut and resized."""
         specs: dict[tuple, CropSpec] = {}
         for _, model, _ in self.frame_models:
-            specs.setdefault(model.spec.crop_key, model.spec)
+            specs.setdefault(model.spec.input_key, model.spec)
         return tuple(specs.values())
 
     @torch.inference_mode()
     def predict(self, cuts: dict[tuple, Sequence[np.ndarray]] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """Fake probability of every face, per frame model's name, from ``cuts`` (RGB crops by crop
-        key, one list per :attr:`crop_specs` entry, the faces in one order; or one list of crops every
-        model reads); each batch is resized once per spec."""
+        """Fake probability of every face, per frame model's name, from ``cuts`` (RGB crops by input
+        key, one list per :attr:`crop_specs` entry, the faces in one order, as cut or already fitted to
+        the input; or one list of crops every model reads); each batch is resized once per spec."""
         if not isinstance(cuts, dict):
-            cuts = {spec.crop_key: cuts for spec in self.crop_specs}
+            cuts = {spec.input_key: cuts for spec in self.crop_specs}
         out = {name: [] for name, _, _ in self.frame_models}
         count = len(next(iter(cuts.values()), []))
         for start in range(0, count, self.batch_size):
@@ -222,7 +222,7 @@ class Ensemble:
             for name, model, precision in self.frame_models:
                 spec = model.spec
                 if spec not in batches:
-                    batches[spec] = to_batch(cuts[spec.crop_key][start : start + self.batch_size], spec).to(self.device)
+                    batches[spec] = to_batch(cuts[spec.input_key][start : start + self.batch_size], spec).to(self.device)
                 batch = batches[spec]
                 if precision == "bf16" and self.device.type == "cpu":
                     batch = batch.contiguous(memory_format=torch.channels_last)

@@ -22,12 +22,12 @@ from plumbing.processes import worker_context
 from plumbing.scheduler import in_flight
 from preprocessing.cropspec import CropSpec
 from preprocessing.detect import FaceDetector
-from preprocessing.faces import every_face, find_faces
+from preprocessing.faces import Face, every_face, find_faces
 from preprocessing.follow import DETECT_EVERY
 from preprocessing.image import is_image, read_input
 from preprocessing.landmarks import LandmarkDetector, LandmarkSpec
 from preprocessing.sequences import FaceSequence, run_sequences
-from preprocessing.video import RUN_LENGTH, RUNS, VideoReadError
+from preprocessing.video import RUN_LENGTH, RUNS, Frames, VideoReadError
 
 #: What the scheduler logs when the deadline stops a run of either engine (``%d``: videos in flight).
 DEADLINE_WARNING = "deadline reached with %d video(s) in progress: they get the prior"
@@ -35,14 +35,17 @@ DEADLINE_WARNING = "deadline reached with %d video(s) in progress: they get the 
 
 @dataclass(frozen=True)
 class Cutting:
-    """How a video's faces become crops: ``specs`` (one per distinct crop key, each face is cut once
-    per spec), MTCNN on the whole of every ``detect_every``-th frame and around each face's last box
+    """How a video's faces become crops: ``specs`` (one per distinct input key: each face is cut once
+    per crop key and resized to each spec's input), MTCNN on the whole of every ``detect_every``-th frame and around each face's last box
     between (see :func:`find_faces`), ``tracking`` (off: every face of every frame, searched in full,
     in track 0, or its ``per_frame`` most confident, see :func:`every_face`), at most ``max_faces``
     faces (the first ones), frames at rounded or ``floor``-ed even spacing (see :func:`read_frames`);
     for sequence models, ``runs`` runs of :data:`RUN_LENGTH` consecutive frames read by the same
     decode, each face followed through a run made into one landmark sequence per spec of
-    ``landmarks`` (none: no runs read)."""
+    ``landmarks`` (none: no runs read); ``keep_crops``: also the first spec's crops as cut, at the
+    video's resolution (for a caller that shows them), where otherwise only the models' inputs are
+    kept, which is what crosses from a worker process to the models (a 1080p video's 32 crops as cut
+    weigh about 24 MB, pickled through a pipe; at a 128 px input, 1.6 MB)."""
 
     specs: tuple[CropSpec, ...]
     detect_every: int = DETECT_EVERY
@@ -52,12 +55,14 @@ class Cutting:
     per_frame: int | None = None
     runs: int = RUNS
     landmarks: tuple[LandmarkSpec, ...] = ()
+    keep_crops: bool = False
 
 
 @dataclass
 class VideoFaces:
-    """A video's face crops, or why there are none (``error``). ``crops`` holds the crops of the
-    first spec (what a report shows), ``cuts`` every spec's, by :attr:`CropSpec.crop_key`;
+    """A video's face crops, or why there are none (``error``). ``cuts``: each spec's model inputs
+    (crops resized by :meth:`CropSpec.fit`), by :attr:`CropSpec.input_key`; ``crops``: the first
+    spec's crops as cut (:attr:`Cutting.keep_crops`, what a report shows), else its inputs;
     ``sequences``: the landmark sequences of its runs' faces by landmark spec, or why there are
     none (``no_sequence``)."""
 
@@ -89,18 +94,29 @@ def detect_video(filename: str, path: str | Path, frames: int, detector: FaceDet
             faces = find_faces(sampled, detector, detect_every=cutting.detect_every) if cutting.tracking \
                 else every_face(sampled, detector, per_frame=cutting.per_frame)
             faces = faces[: cutting.max_faces]
-            position = {int(index): i for i, index in enumerate(sampled.indices)}
             result.frame_ids = [f.frame for f in faces]
             result.track_ids = [f.track for f in faces]
-            result.cuts = {spec.crop_key: [spec.cut(sampled.images[position[f.frame]], f.box) for f in faces]
-                           for spec in cutting.specs}
-            result.crops = result.cuts[cutting.specs[0].crop_key]
+            result.cuts, result.crops = cut_faces(sampled, faces, cutting.specs, cutting.keep_crops)
             if not faces:
                 result.error = f"no face found in {len(sampled)} frames"
     except VideoReadError as err:
         result.error = err.cause
     result.seconds = time.perf_counter() - start
     return result
+
+
+def cut_faces(sampled: Frames, faces: Sequence[Face], specs: Sequence[CropSpec],
+              keep_crops: bool = False) -> tuple[dict[tuple, list[np.ndarray]], list[np.ndarray]]:
+    """The models' inputs for ``faces`` of ``sampled`` by :attr:`CropSpec.input_key` (each face cut
+    once per crop key, then resized to each spec's input), and the first spec's crops: as cut with
+    ``keep_crops``, else its inputs."""
+    position = {int(index): i for i, index in enumerate(sampled.indices)}
+    cut: dict[tuple, list[np.ndarray]] = {}
+    for spec in specs:
+        if spec.crop_key not in cut:
+            cut[spec.crop_key] = [spec.cut(sampled.images[position[f.frame]], f.box) for f in faces]
+    inputs = {spec.input_key: [spec.fit(crop) for crop in cut[spec.crop_key]] for spec in specs}
+    return inputs, cut[specs[0].crop_key] if keep_crops else inputs[specs[0].input_key]
 
 
 _landmarkers: dict[str, LandmarkDetector] = {}  # per process: each landmark model loads once
@@ -123,12 +139,20 @@ def _no_sequence(path: str | Path, frame_count: int, sequences: dict[LandmarkSpe
     return "no face followed through a whole run"
 
 
+#: Most detection processes :func:`default_workers` starts (each holds a video's frames: about 0.2 GB at 1080p).
+MAX_WORKERS = 4
+
+
 def default_workers() -> int:
-    """Detection processes beside the models by default: one where decoding and detecting video i+1
-    can overlap scoring video i (2+ usable CPUs, or a GPU), none on a single CPU, where a second
-    process only competes for it (``python -m tests.benchmarks.kernel --overlap``)."""
+    """Detection processes beside the models by default: one per usable CPU, at most
+    :data:`MAX_WORKERS` (each runs its torch ops on one thread), so decoding and detecting several
+    videos overlap with scoring (on 2 CPUs two took the kernel benchmark's 8 clips in 17.9 s, one in
+    21.7 s); one with a GPU and a single CPU; none on a single CPU alone, where a second process only
+    competes for it (``python -m tests.benchmarks.kernel --overlap``)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return 1 if cpus >= 2 or torch.cuda.is_available() else 0
+    if cpus >= 2:
+        return min(cpus, MAX_WORKERS)
+    return 1 if torch.cuda.is_available() else 0
 
 
 _detector: FaceDetector | None = None

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flag(p, default, "eps", "clip labels to [eps, 1 - eps]")
     p.add_argument("--shard", help="i/n: score only shard i of n (0-based); join shards with submission.merge")
     add_field_flag(p, default, "workers", "decode+detect processes beside the models, started while the models load "
-                   "(0: all in one process; by default 1 with 2+ CPUs or a GPU, else 0)")
+                   "(0: all in one process; by default one per CPU up to 4, 1 with a GPU and one CPU, else 0)")
     add_engine_arguments(p, default)
     add_field_flag(p, default, "video_timeout", "give up on a video after this many seconds")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",

@@ -43,13 +43,15 @@ class Settings:
     engine: str = "local"  # or "ray" (kernels.ray_engine), embedded or on the cluster at ``address``
     address: str | None = None
     runs: int = RUNS  # runs of consecutive frames per video for sequence models (read only when one is given)
+    keep_crops: bool = False  # the faces' crops as cut reach ``on_video`` (kernels.api), not only the models' inputs
 
     def signature(self, ensemble: Ensemble) -> dict:
         """What a resumed run must share with the run it continues."""
         detection = {k: v for k, v in self.detector.items()
                      if k in ("thresholds", "min_score", "min_size", "scale", "resample", "region_grow", "region_size")}
         return {"weights": ensemble.digests, "stacking": ensemble.stacking_digest, "frames": self.frames, "min_frames": self.min_frames,
-                "specs": [m.spec.to_dict() for m in ensemble.models], **self._cutting_fields(),
+                "specs": [m.spec.to_dict() for m in ensemble.models],
+                **{k: v for k, v in self._cutting_fields().items() if k != "keep_crops"},
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in detection.items()}}
 
     def strategy_of(self, model) -> str:

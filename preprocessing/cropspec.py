@@ -95,6 +95,11 @@ class CropSpec:
         """What the cut depends on: specs with one key share their crops."""
         return self.margin, self.box_rule, self.size if self.box_rule == "square" else None
 
+    @property
+    def input_key(self) -> tuple:
+        """What the model's input (the crop after :meth:`fit`) depends on: specs with one key share it."""
+        return self.crop_key, self.size, self.resize, self.shrink, self.enlarge
+
     def crop_box(self, box, width: int, height: int) -> tuple[int, int, int, int]:
         """The pixel box ``(x1, y1, x2, y2)`` cut for the face ``box`` in a ``width x height`` frame."""
         if self.box_rule == "truncate":

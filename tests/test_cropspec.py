@@ -7,7 +7,7 @@ import torch
 
 from kernels.ensemble import Ensemble
 from kernels.pipeline import Cutting, detect_video
-from preprocessing.cropspec import CropSpec, CropSpecError, read_crop_entry
+from preprocessing.cropspec import INTERPOLATIONS, RESIZE_RULES, CropSpec, CropSpecError, read_crop_entry
 from preprocessing.geometry import fitted_size, truncated_box
 from models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from models.zoo import default_spec, to_batch
@@ -41,6 +41,21 @@ def test_whole_pads_are_not_lost_to_float_rounding():
 ])
 def test_fitted_size(shape, size, truncate, expected):
     assert fitted_size(*shape, size, truncate) == expected
+
+
+def test_fitting_an_input_again_leaves_it_unchanged():
+    """The detection workers send crops already fitted to each model's input, and the models fit
+    what they get: a second fit must be the identity, for every resize rule and interpolation."""
+    rng = np.random.default_rng(0)
+    for resize in RESIZE_RULES:
+        for box_rule in ("outward", "truncate"):
+            for shrink in INTERPOLATIONS:
+                for enlarge in INTERPOLATIONS:
+                    spec = CropSpec(size=(128, 96), resize=resize, box_rule=box_rule, shrink=shrink, enlarge=enlarge)
+                    for shape in ((510, 414, 3), (61, 83, 3)):
+                        once = spec.fit(rng.integers(0, 256, shape, dtype=np.uint8))
+                        assert once.shape == (96, 128, 3)
+                        np.testing.assert_array_equal(spec.fit(once), once)
 
 
 def test_the_spec_round_trips_and_refuses_unknown_or_impossible_values():
@@ -92,8 +107,14 @@ def test_each_checkpoint_s_margin_reaches_its_crops(two_margins, detector, data_
     ensemble = Ensemble.load(two_margins, precision="fp32")
     assert [s.margin for s in ensemble.crop_specs] == [(0.3, 0.3), (1 / 3, 1 / 3)]
     faces = detect_video("183.mp4", data_dir / CLIP, 2, detector, Cutting(ensemble.crop_specs))
-    narrow, wide = (faces.cuts[s.crop_key] for s in ensemble.crop_specs)
-    assert len(narrow) == len(wide) == 2 and all(w.shape[0] > n.shape[0] for n, w in zip(narrow, wide))
+    narrow, wide = (faces.cuts[s.input_key] for s in ensemble.crop_specs)
+    width, height = ensemble.crop_specs[0].size  # what crosses from a worker: the models' inputs
+    assert len(narrow) == len(wide) == 2 and all(n.shape == w.shape == (height, width, 3) for n, w in zip(narrow, wide))
+    assert all(not np.array_equal(n, w) for n, w in zip(narrow, wide))
+    kept = detect_video("183.mp4", data_dir / CLIP, 2, detector, Cutting(ensemble.crop_specs, keep_crops=True))
+    assert all(crop.shape[0] > height for crop in kept.crops)  # as cut, at the video's resolution
+    for crop, fitted in zip(kept.crops, narrow):
+        np.testing.assert_array_equal(ensemble.crop_specs[0].fit(crop), fitted)
     probs = ensemble.predict(faces.cuts)
     for name, crops in (("m30", narrow), ("third", wide)):
         model = ensemble.models[ensemble.names.index(name)]

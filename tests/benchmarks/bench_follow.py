@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from kernels.ensemble import Ensemble
+from kernels.pipeline import cut_faces
 from kernels.scoring import Settings, label_of
 from preprocessing.detect import FaceDetector
 from preprocessing.faces import find_faces
@@ -49,9 +50,7 @@ def run(frames, detector: FaceDetector, every: int, ensemble: Ensemble) -> dict:
     finally:
         hook.remove()
     seconds = time.process_time() - start
-    position = {int(index): i for i, index in enumerate(frames.indices)}
-    cuts = {spec.crop_key: [spec.cut(frames.images[position[f.frame]], f.box) for f in faces]
-            for spec in ensemble.crop_specs}
+    cuts = cut_faces(frames, faces, ensemble.crop_specs)[0]
     record = {"status": "ok" if faces else "none", "track_ids": [f.track for f in faces],
               "probs": {k: v.tolist() for k, v in ensemble.predict(cuts).items()} if faces else {}}
     # full-frame searches: the images of the P-Net calls on the largest pyramid level (one call per batch)
