@@ -129,7 +129,7 @@ def score_videos(videos: str | Path | Sequence[str | Path], ensemble: Ensemble |
     given = [Path(videos)] if isinstance(videos, (str, Path)) else [Path(v) for v in videos]
     out = Path(out)
     named = named_videos(given, out.parent / "sample_videos")
-    config = Settings(**settings, keep_crops=crops_dir is not None or keep_crops)
+    config = Settings(**settings)
     crops: dict[str, list] = {}
 
     def keep(faces: VideoFaces, record: dict) -> None:

@@ -24,7 +24,7 @@ def scored(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, budget: Budge
         yield from scored_on_ray(videos, ensemble, plan, budget.remaining, settings, keep_crops)
         return
     last = time.monotonic()
-    for faces in iterate_faces(videos, plan, budget.remaining, settings.detector, settings.cutting(ensemble),
+    for faces in iterate_faces(videos, plan, budget.remaining, settings.detector, settings.cutting(ensemble, keep_crops),
                                settings.workers if workers is None else workers,
                                video_timeout=settings.video_timeout):
         yield faces, score_faces(faces, ensemble, time.monotonic() - last)

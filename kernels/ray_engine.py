@@ -131,7 +131,7 @@ def scored_on_ray(videos: Sequence[tuple[str, Path]], ensemble: Ensemble, plan_f
     instead, with a detection task per CPU. ``record["seconds"]`` is the wall time since the
     previous video finished.
     """
-    detector, cutting = {**settings.detector, "device": "cpu"}, settings.cutting(ensemble)
+    detector, cutting = {**settings.detector, "device": "cpu"}, settings.cutting(ensemble, keep_crops)
     with ray_session(settings.address, num_cpus=max(settings.workers, 1)):
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))

@@ -43,28 +43,28 @@ class Settings:
     engine: str = "local"  # or "ray" (kernels.ray_engine), embedded or on the cluster at ``address``
     address: str | None = None
     runs: int = RUNS  # runs of consecutive frames per video for sequence models (read only when one is given)
-    keep_crops: bool = False  # the faces' crops as cut reach ``on_video`` (kernels.api), not only the models' inputs
 
     def signature(self, ensemble: Ensemble) -> dict:
         """What a resumed run must share with the run it continues."""
         detection = {k: v for k, v in self.detector.items()
                      if k in ("thresholds", "min_score", "min_size", "scale", "resample", "region_grow", "region_size")}
         return {"weights": ensemble.digests, "stacking": ensemble.stacking_digest, "frames": self.frames, "min_frames": self.min_frames,
-                "specs": [m.spec.to_dict() for m in ensemble.models],
-                **{k: v for k, v in self._cutting_fields().items() if k != "keep_crops"},
+                "specs": [m.spec.to_dict() for m in ensemble.models], **self._cutting_fields(),
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in detection.items()}}
 
     def strategy_of(self, model) -> str:
         """The frame -> video rule for ``model``: the one asked for, else the model's own."""
         return self.strategy or model.spec.aggregate
 
-    def cutting(self, ensemble: Ensemble) -> Cutting:
-        return Cutting(ensemble.crop_specs, landmarks=ensemble.landmark_specs, **self._cutting_fields())
+    def cutting(self, ensemble: Ensemble, keep_crops: bool = False) -> Cutting:
+        """How this run's faces are found and cut (``keep_crops``: see :class:`Cutting`)."""
+        return Cutting(ensemble.crop_specs, landmarks=ensemble.landmark_specs, keep_crops=keep_crops,
+                       **self._cutting_fields())
 
     def _cutting_fields(self) -> dict:
         """How faces are found and cut: these settings of :class:`Cutting`'s fields (all but its
-        specs, which the models give)."""
-        return {f.name: getattr(self, f.name) for f in fields(Cutting) if f.name not in ("specs", "landmarks")}
+        specs, which the models give, and whether the crops as cut are kept, which the caller says)."""
+        return {f.name: getattr(self, f.name) for f in fields(Cutting) if f.name not in ("specs", "landmarks", "keep_crops")}
 
 
 def score_faces(faces: VideoFaces, ensemble: Ensemble, seconds: float) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
+import sys
 from multiprocessing.context import BaseContext
 from typing import Sequence
 
@@ -30,4 +31,7 @@ def start_early(preload: Sequence[str]) -> None:
     command, the server's imports run beside the command's own (on another core) rather than after
     them, when the command starts its workers."""
     if worker_context(preload).get_start_method() == "forkserver":
+        # a worker runs the command's module again as __mp_main__ over the server's import of it:
+        # harmless, but runpy would say so in every worker (the server passes -W flags on)
+        sys.warnoptions.extend(f"ignore:'{module}' found in sys.modules:RuntimeWarning" for module in preload)
         multiprocessing.forkserver.ensure_running()

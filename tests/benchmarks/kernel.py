@@ -8,8 +8,8 @@ DFDC winner's kernel did: ``grab()`` every frame, ``retrieve()`` only the sample
 whole of each sampled frame at half size, one frame per call; the models in fp32; one video at a time.
 Kernel: ``python -m kernels.predict`` with its defaults. Floor: decoding the sampled frames plus the
 models' forward pass on the crops, nothing else. Also prints the start-up parts (imports, worker
-spawn, model load, precision probe cold and cached) and, with ``--overlap``, the kernel with and
-without a detection worker on 1 and on 2 cores. Not part of the test run.
+spawn, model load, precision probe cold and cached) and, with ``--overlap``, the kernel with 0, 1
+and 2 detection workers on 1 and on 2 cores. Not part of the test run.
 """
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=find_data())
     parser.add_argument("--weights", type=Path, nargs="+", default=default_weights())
     parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--overlap", action="store_true", help="also time --workers 0 and 1 on 1 and 2 cores")
+    parser.add_argument("--overlap", action="store_true", help="also time --workers 0, 1 and 2 on 1 and 2 cores")
     parser.add_argument("--baseline", type=Path, help="an earlier kernel's submission CSV on these clips, to compare")
     parser.add_argument("--reference", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.overlap:
             print(f"{'cores':<6} {'workers':>7} {'whole s':>8}")
             for cores in ("0", "0,1"):
-                for workers in ("0", "1"):
+                for workers in ("0", "1", "2"):
                     seconds, _ = kernel(folder, args.weights, args.frames, tmp / f"o{cores}{workers}" / "s.csv",
                                         "--workers", workers, cores=cores)
                     print(f"{cores:<6} {workers:>7} {seconds:>8.1f}")
