@@ -51,6 +51,21 @@ def issue_clips(data: Path, folder: Path) -> Path:
     return folder
 
 
+def grab_frames(clip: Path, frames: int) -> Frames:
+    """``frames`` evenly spaced frames of ``clip`` as the DFDC winner's kernel read them: OpenCV
+    ``grab()`` on every frame, ``retrieve()`` on the wanted ones."""
+    capture = cv2.VideoCapture(str(clip))
+    wanted = set(sample_indices(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), frames).tolist())
+    kept, index = {}, 0
+    while capture.grab():
+        if index in wanted:
+            ok, bgr = capture.retrieve()
+            if ok:
+                kept[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        index += 1
+    return Frames(str(clip), np.array(sorted(kept)), [kept[i] for i in sorted(kept)], index, 0.0)
+
+
 def reference(folder: Path, weights: list[Path], frames: int, out: Path) -> None:
     """Score ``folder`` the straightforward way into ``out`` (``filename, label, seconds``)."""
     detector = FaceDetector(batch_size=1, scale=0.5)
@@ -58,16 +73,7 @@ def reference(folder: Path, weights: list[Path], frames: int, out: Path) -> None
     rows = []
     for clip in sorted(folder.iterdir()):
         start = time.perf_counter()
-        capture = cv2.VideoCapture(str(clip))
-        wanted = set(sample_indices(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), frames).tolist())
-        kept, index = {}, 0
-        while capture.grab():
-            if index in wanted:
-                ok, bgr = capture.retrieve()
-                if ok:
-                    kept[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            index += 1
-        sampled = Frames(str(clip), np.array(sorted(kept)), [kept[i] for i in sorted(kept)], index, 0.0)
+        sampled = grab_frames(clip, frames)
         faces = find_faces(sampled, detector, detect_every=1)
         label = 0.5
         if faces:
