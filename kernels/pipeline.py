@@ -36,10 +36,11 @@ DEADLINE_WARNING = "deadline reached with %d video(s) in progress: they get the 
 @dataclass(frozen=True)
 class Cutting:
     """How a video's faces become crops: ``specs`` (one per distinct input key: each face is cut once
-    per crop key and resized to each spec's input), MTCNN on the whole of every ``detect_every``-th frame and around each face's last box
-    between (see :func:`find_faces`), ``tracking`` (off: every face of every frame, searched in full,
-    in track 0, or its ``per_frame`` most confident, see :func:`every_face`), at most ``max_faces``
-    faces (the first ones), frames at rounded or ``floor``-ed even spacing (see :func:`read_frames`);
+    per crop key and resized to each spec's input), MTCNN on the whole of every ``detect_every``-th
+    frame and around each face's last box between (see :func:`find_faces`), ``tracking`` (off:
+    every face of every frame, searched in full, in track 0, or its ``per_frame`` most confident,
+    see :func:`every_face`), at most ``max_faces`` faces (the first ones), frames at rounded or
+    ``floor``-ed even spacing (see :func:`read_frames`);
     for sequence models, ``runs`` runs of :data:`RUN_LENGTH` consecutive frames read by the same
     decode, each face followed through a run made into one landmark sequence per spec of
     ``landmarks`` (none: no runs read); ``keep_crops``: also the first spec's crops as cut, at the
@@ -146,8 +147,8 @@ MAX_WORKERS = 4
 def default_workers() -> int:
     """Detection processes beside the models by default: one per usable CPU, at most
     :data:`MAX_WORKERS` (each runs its torch ops on one thread), so decoding and detecting several
-    videos overlap with scoring (on 2 CPUs two took the kernel benchmark's 8 clips in 17.9 s, one in
-    21.7 s); one with a GPU and a single CPU; none on a single CPU alone, where a second process only
+    videos overlap with scoring (on 2 CPUs two took the kernel benchmark's 8 clips in 18.5 s, one in
+    22.7 s, none 20.1 s: docs/benchmarks.md); one with a GPU and a single CPU; none on a single CPU alone, where a second process only
     competes for it (``python -m tests.benchmarks.kernel --overlap``)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if cpus >= 2:

@@ -148,6 +148,8 @@ def _stream(path: str, wanted: np.ndarray, max_side: int | None) -> tuple[list[i
     except av.FFmpegError as err:
         raise VideoReadError(path, f"not a readable video ({err})") from None
     with container:
+        if not container.streams.video:
+            raise VideoReadError(path, "no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         codec = stream.codec_context
