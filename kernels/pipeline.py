@@ -148,8 +148,8 @@ def default_workers() -> int:
     """Detection processes beside the models by default: one per usable CPU, at most
     :data:`MAX_WORKERS` (each runs its torch ops on one thread), so decoding and detecting several
     videos overlap with scoring (on 2 CPUs two took the kernel benchmark's 8 clips in 18.5 s, one in
-    22.7 s, none 20.1 s: docs/benchmarks.md); one with a GPU and a single CPU; none on a single CPU alone, where a second process only
-    competes for it (``python -m tests.benchmarks.kernel --overlap``)."""
+    22.7 s, none 20.1 s: docs/benchmarks.md); one with a GPU and a single CPU; none on a single CPU
+    alone, where a second process only competes for it (``python -m tests.benchmarks.kernel --overlap``)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if cpus >= 2:
         return min(cpus, MAX_WORKERS)

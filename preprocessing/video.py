@@ -116,13 +116,14 @@ def _count_frames(path: str) -> int:
         capture.release()
 
 
-def shrink(bgr: np.ndarray, max_side: int | None) -> np.ndarray:
-    side = max(bgr.shape[:2])
+def shrink(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``image`` (H x W x C, any channel order) with its long side brought down to ``max_side``."""
+    side = max(image.shape[:2])
     if max_side is None or side <= max_side:
-        return bgr
+        return image
     scale = max_side / side
-    size = (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale)))
-    return cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def _stream(path: str, wanted: np.ndarray, max_side: int | None) -> tuple[list[int], list[np.ndarray], int, bool]:

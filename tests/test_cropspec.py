@@ -111,10 +111,12 @@ def test_each_checkpoint_s_margin_reaches_its_crops(two_margins, detector, data_
     width, height = ensemble.crop_specs[0].size  # what crosses from a worker: the models' inputs
     assert len(narrow) == len(wide) == 2 and all(n.shape == w.shape == (height, width, 3) for n, w in zip(narrow, wide))
     assert all(not np.array_equal(n, w) for n, w in zip(narrow, wide))
-    kept = detect_video("183.mp4", data_dir / CLIP, 2, detector, Cutting(ensemble.crop_specs, keep_crops=True))
-    assert all(crop.shape[0] > height for crop in kept.crops)  # as cut, at the video's resolution
-    for crop, fitted in zip(kept.crops, narrow):
-        np.testing.assert_array_equal(ensemble.crop_specs[0].fit(crop), fitted)
+    cut_narrow, cut_wide = (detect_video("183.mp4", data_dir / CLIP, 2, detector, Cutting((s,), keep_crops=True)).crops
+                            for s in ensemble.crop_specs)  # as cut, at the video's resolution
+    assert all(w.shape[0] > n.shape[0] > height for n, w in zip(cut_narrow, cut_wide))
+    for spec, cut, fitted in zip(ensemble.crop_specs, (cut_narrow, cut_wide), (narrow, wide)):
+        for crop, expected in zip(cut, fitted):
+            np.testing.assert_array_equal(spec.fit(crop), expected)
     probs = ensemble.predict(faces.cuts)
     for name, crops in (("m30", narrow), ("third", wide)):
         model = ensemble.models[ensemble.names.index(name)]
