@@ -47,7 +47,8 @@ class Settings:
     def signature(self, ensemble: Ensemble) -> dict:
         """What a resumed run must share with the run it continues."""
         detection = {k: v for k, v in self.detector.items()
-                     if k in ("thresholds", "min_score", "min_size", "scale", "resample", "region_grow", "region_size")}
+                     if k in ("thresholds", "min_score", "min_size", "scale", "resample", "region_grow", "region_size",
+                              "refine_steps")}
         return {"weights": ensemble.digests, "stacking": ensemble.stacking_digest, "frames": self.frames, "min_frames": self.min_frames,
                 "specs": [m.spec.to_dict() for m in ensemble.models], **self._cutting_fields(),
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in detection.items()}}

@@ -2,7 +2,8 @@
 
 MTCNN's full-frame search costs its whole image pyramid; between two frames a face barely moves
 and keeps its size. So :func:`follow_faces` searches the whole frame at key frames only and, in
-between, a small region around each track's last box (:meth:`FaceDetector.search_regions`).
+between, follows each track from its last box: MTCNN's last stage alone (:meth:`FaceDetector.refine`),
+else a small region around the box (:meth:`FaceDetector.search_regions`).
 """
 from __future__ import annotations
 
@@ -52,9 +53,10 @@ def follow_faces(frames: Sequence[np.ndarray], detector: FaceDetector, every: in
     frames spread over a video or a run of consecutive ones).
 
     The whole frame is searched (the key frames, in one batch) at position 0, every ``every``-th
-    position and the last; elsewhere, each track followed into the previous frame is searched for
-    only in :meth:`FaceDetector.search_regions`' square around its last box, all tracks of a frame
-    in one batch. A track the region search loses makes that frame a full search too; one that
+    position and the last; elsewhere, each track followed into the previous frame is refined from
+    its last box by MTCNN's last stage alone (:meth:`FaceDetector.refine`), and where that does not
+    confirm a face, searched for only in :meth:`FaceDetector.search_regions`' square around the
+    box, all tracks of a frame in one batch. A track the region search loses makes that frame a full search too; one that
     the full search does not find either is still searched for around its last box on the frames
     that follow (a face missed once, turned away for a moment), without another full search, up
     to the next key frame.
@@ -107,18 +109,24 @@ def follow_faces(frames: Sequence[np.ndarray], detector: FaceDetector, every: in
 
 def _search(detector: FaceDetector, frame: np.ndarray, tracks: dict[int, np.ndarray], taken: np.ndarray,
             linker: Linker) -> tuple[Detections, np.ndarray, set[int]]:
-    """Each of ``tracks`` (raw id -> last box) searched for around its box in ``frame``: the faces
-    found (one per track at most: the one ``linker`` would link to its last box), their track ids,
-    and the tracks lost: nothing found, or a face cut by the region's edge (it moved too far to be
-    seen whole, so its box is unreliable). A face that overlaps one already ``taken`` or
-    claimed by an earlier track (IoU > 0.5: two tracks on one face) is left out."""
+    """Each of ``tracks`` (raw id -> last box) followed into ``frame``: refined from its last box
+    (:meth:`FaceDetector.refine`), else, where that does not confirm a face, searched for in the
+    region around it. Returns the faces found (one per track at most: the one ``linker`` would link
+    to its last box), their track ids, and the tracks lost: nothing found, or a face cut by its
+    region's edge (it moved too far to be seen whole, so its box is unreliable). A face that
+    overlaps one already ``taken`` or claimed by an earlier track (IoU > 0.5: two tracks on one
+    face) is left out."""
     parts, ids, lost = [], [], set()
     if tracks:
-        regions = detector.search_regions([frame] * len(tracks), list(tracks.values()))
-        for (track, box), found in zip(tracks.items(), regions):
+        refined = dict(zip(tracks, detector.refine(frame, np.array(list(tracks.values())))))
+        unconfirmed = [track for track, found in refined.items() if not len(found)]
+        searched = dict(zip(unconfirmed, detector.search_regions([frame] * len(unconfirmed),
+                                                                 [tracks[track] for track in unconfirmed])))
+        for track, box in tracks.items():
+            found = searched.get(track, refined[track])
             linked = match_boxes(found.boxes, np.asarray(box)[None], linker.link_margin, linker.min_iou)
             match = np.flatnonzero(linked == 0)
-            if len(match) == 0 or _at_edge(found.boxes[match[0]], detector.region(box), frame.shape):
+            if len(match) == 0 or (track in searched and _at_edge(found.boxes[match[0]], detector.region(box), frame.shape)):
                 lost.add(track)
                 continue
             face = found.select(match)

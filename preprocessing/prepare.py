@@ -55,13 +55,14 @@ from .index import DATASETS, build_index
 from .masks import DEFAULT_THRESHOLDS, MASK_METHODS
 from .prepare_video import PrepareConfig, PrepareError, Task, prepare_video, shard_range, use_device
 from .prepared import DONE, video_dir, write_tables
+from .video import set_decoder_threads
 
 log = logging.getLogger("prepare")
 
 #: Settings that change what is written for a video: a run resuming into an --out made with other
 #: values would mix two kinds of crops, so it stops (unless --overwrite).
 OUTPUT_SETTINGS = ("dataset", "root", "labels", "frames", "margin", "thresholds", "min_score", "min_size",
-                   "region_grow", "region_size", "mask", "mask_blur", "mask_threshold")
+                   "region_grow", "region_size", "refine_steps", "mask", "mask_blur", "mask_threshold")
 
 
 @dataclass
@@ -97,6 +98,7 @@ def _init_worker(threads: int, verbose: bool, devices) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    set_decoder_threads(threads)
     configure_logging(verbose)
     use_device(devices.get())
 

@@ -43,7 +43,7 @@ class PrepareConfig:
     """Everything a run depends on; written, resolved, to ``<out>/config.json``.
 
     ``frames``: evenly spaced frames per video; ``margin``: crop margin per side as a fraction of
-    the box; ``thresholds``/``min_score``/``min_size``/``region_grow``/``region_size``: the detector's
+    the box; ``thresholds``/``min_score``/``min_size``/``region_grow``/``region_size``/``refine_steps``: the detector's
     (``min_size`` a fraction of the frame's short side); ``mask``: ``pixel`` or ``ssim``, with ``mask_blur`` (Gaussian sigma,
     pixels) and ``mask_threshold`` (dissimilarity in [0, 1]; None: the method's default);
     ``workers``: processes (0: run in this process; with ``engine`` ``ray``, the CPUs of embedded
@@ -69,6 +69,7 @@ class PrepareConfig:
     batch_size: int = DETECTOR["batch_size"]
     region_grow: float = DETECTOR["region_grow"]
     region_size: int = DETECTOR["region_size"]
+    refine_steps: int = DETECTOR["refine_steps"]
     device: str | None = None
     shard: str = "0/1"
     overwrite: bool = False

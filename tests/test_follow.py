@@ -1,4 +1,4 @@
-"""Following faces with region searches between full-frame detections, on real clips and real MTCNN."""
+"""Following faces between full-frame detections (O-Net refinement, region searches), on real clips and real MTCNN."""
 from functools import lru_cache
 
 import numpy as np
@@ -35,8 +35,8 @@ def test_key_frames_are_every_kth_and_the_last():
 
 
 def test_a_face_moving_across_the_frame_is_followed(data_dir, detector):
-    """183's subject, panned 60 px right a frame (about a quarter of her face), is followed by region
-    searches alone from the first frame to the last, her boxes where full detection puts them."""
+    """183's subject, panned 60 px right a frame (about a quarter of her face), is followed without
+    another full search from the first frame to the last, her boxes where full detection puts them."""
     images = [shifted(image, 60 * i) for i, image in enumerate(frames_of(YOUTUBE + "183.mp4", 8))]
     followed = follow_faces(images, detector, every=8)
     assert followed.full == [0, 7]
@@ -48,12 +48,13 @@ def test_a_face_moving_across_the_frame_is_followed(data_dir, detector):
 
 
 def test_a_lost_track_triggers_a_full_detection(data_dir, detector):
-    """253's subject jumps aside between two sampled frames (23 and 24 of 32): the region around
-    her last box cuts her face, so that frame is searched in full and she is followed on from there."""
-    images = frames_of(YOUTUBE + "253.mp4", 32)[18:28]
-    followed = follow_faces(images, detector, every=16)
-    assert followed.full == [0, 5, 9]
-    assert [len(ids) for ids in followed.tracks] == [1] * 10
+    """183's subject jumps 400 px right between positions 3 and 4 (a cut): refinement from her last
+    box finds no face and the region around it at most a cut one, so that frame is searched in full
+    and she is followed on from there."""
+    images = [shifted(image, 400 if i >= 4 else 0) for i, image in enumerate(frames_of(YOUTUBE + "183.mp4", 8))]
+    followed = follow_faces(images, detector, every=8)
+    assert followed.full == [0, 4, 7]
+    assert [len(ids) for ids in followed.tracks] == [1] * 8
     assert_matches_full_detection(followed, images, detector)
 
 
@@ -110,3 +111,60 @@ def test_the_region_search_pyramid_is_a_small_fraction_of_the_full_one(data_dir,
     region_pixels, (region,) = pnet_pixels(detector, lambda: detector.search_regions([second], [box]))
     assert region_pixels < full_pixels / 20  # about 4.7 thousand against 167 thousand (720p at half size)
     assert box_iou(region.boxes, full.boxes).max() > 0.8
+
+
+def mtcnn_inputs(detector: FaceDetector, run) -> tuple[dict[str, list[tuple]], object]:
+    """The input shapes of each of MTCNN's three networks while ``run()`` runs, and its result."""
+    shapes = {name: [] for name in ("pnet", "rnet", "onet")}
+    hooks = [getattr(detector.mtcnn, name).register_forward_hook(lambda m, i, o, name=name: shapes[name].append(tuple(i[0].shape)))
+             for name in shapes]
+    try:
+        found = run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes, found
+
+
+def test_a_steady_face_is_followed_by_o_net_alone(data_dir, detector):
+    """Between the key frames of a real clip, 183's subject is followed by MTCNN's last stage from her
+    last box: no P-Net or R-Net call beyond the key frames' one batch, one O-Net image per step, and
+    boxes and landmarks where full detection puts them."""
+    images = frames_of(YOUTUBE + "183.mp4", 8)
+    shapes, followed = mtcnn_inputs(detector, lambda: follow_faces(images, detector, every=8))
+    assert followed.full == [0, 7] and [ids.tolist() for ids in followed.tracks] == [[0]] * 8
+    assert {shape[0] for shape in shapes["pnet"]} == {2} and len(shapes["rnet"]) == 1  # the key frames, one batch
+    refined = [shape for shape in shapes["onet"] if shape[0] == 1]
+    assert len(refined) == 6 * detector.refine_steps  # positions 1-6, one face, each step one O-Net call
+    assert_matches_full_detection(followed, images, detector)
+    for found, full in zip(followed.detections, detector(list(images))):
+        assert np.abs(found.landmarks - full.landmarks).max() < 0.1 * (full.boxes[0, 2] - full.boxes[0, 0])
+
+
+def test_refinement_confirms_only_a_settled_face(data_dir, detector):
+    """O-Net refinement returns the face from a box near it once its steps settle, and nothing from a
+    box on a wall of no face or in a blank frame: those are left to the region search."""
+    first, second = frames_of(YOUTUBE + "183.mp4", 8)[:2]
+    box = detector([first])[0].boxes[0]
+    width = box[2] - box[0]
+    on_wall = box + np.array([-2, 0, -2, 0], np.float32) * width  # two face widths left: background
+    off = box + np.array([0.1, 0, 0.1, 0], np.float32) * width  # IoU 0.57 with her face in the second frame
+    near, wall, moved = detector.refine(second, np.stack([box, on_wall, off]))
+    (full,) = detector([second])
+    for found in (near, moved):
+        assert len(found) == 1 and box_iou(found.boxes, full.boxes).max() > 0.85 and found.scores[0] >= detector.min_score
+    assert len(wall) == 0
+    assert len(detector.refine(np.full_like(second, 90), box[None])[0]) == 0
+    # one step from the box off her face still moves it by much: not settled, left to the region search
+    assert len(FaceDetector(refine_steps=1).refine(second, off[None])[0]) == 0
+
+
+def test_without_refinement_the_frames_between_are_region_searches(data_dir):
+    """``refine_steps=0`` follows by region searches alone, as before refinement: one P-Net pyramid per
+    position between the key frames."""
+    images = frames_of(YOUTUBE + "183.mp4", 8)
+    detector = FaceDetector(refine_steps=0)
+    shapes, followed = mtcnn_inputs(detector, lambda: follow_faces(images, detector, every=8))
+    assert followed.full == [0, 7] and [len(ids) for ids in followed.tracks] == [1] * 8
+    largest = max(shape[-1] for shape in shapes["pnet"] if shape[0] == 1)  # a region's first pyramid level
+    assert largest < 100 and shapes["pnet"].count((1, 3, largest, largest)) == 6  # one region pyramid per position

@@ -426,6 +426,34 @@ def test_a_video_that_does_not_finish_in_time_gets_an_error_and_the_run_goes_on(
     assert time.monotonic() - start < 30
 
 
+def test_the_models_run_on_the_cpus_the_busy_workers_leave(data_dir):
+    """Each video comes with the scoring process's torch threads set to those the busy detection
+    workers leave (at least one), all of them once no worker is busy, and the caller's count back
+    when the iteration ends."""
+    from kernels.pipeline import Cutting, Workers, iterate_faces
+    from preprocessing.cropspec import CropSpec
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(5)
+    try:
+        with Workers({}, 2) as two:
+            assert two.threads == 2
+            job = two.submit("a.mp4", data_dir / CLIPS[0], 8, Cutting((CropSpec((64, 64)),)))
+            two.share_cpus()
+            assert torch.get_num_threads() == 3 and not job.ready()  # one worker busy: 5 - 2
+            job.wait()
+            two.share_cpus()
+            assert torch.get_num_threads() == 5
+        torch.set_num_threads(4)
+        with Workers({}, 1) as one:  # the first video scored while the second is detected: 4 - 4, at least 1
+            seen = [torch.get_num_threads() for _ in iterate_faces(
+                [("a.mp4", data_dir / CLIPS[0]), ("b.mp4", data_dir / CLIPS[1])], lambda left: 8, lambda: math.inf,
+                {}, Cutting((CropSpec((64, 64)),)), one)]
+        assert seen == [1, 4] and torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_main_job_runs_on_its_embedded_default(tmp_path, monkeypatch):
     """`python -m kernels.predict` with no arguments: the rendered sample and the shipped default weights."""
     monkeypatch.chdir(tmp_path)

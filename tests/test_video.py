@@ -1,3 +1,6 @@
+import os
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -70,6 +73,30 @@ def test_streaming_skips_the_frames_no_one_reads_and_keeps_the_wanted_pixels(dat
     assert sorted(oracle) == frames.indices.tolist()
     for index, image in zip(frames.indices, frames.images):
         np.testing.assert_array_equal(image, oracle[int(index)])
+
+
+def test_the_decoder_runs_on_the_threads_it_is_given(data_dir):
+    """``set_decoder_threads``: one thread decodes with fewer threads alive in the process than two,
+    and the pixels do not change (a worker decodes on its share of the CPUs)."""
+    path = sorted((data_dir / "dfdc/train_sample_videos").glob("*.mp4"))[0]
+
+    def peak_threads(count: int) -> tuple[int, np.ndarray]:
+        video.set_decoder_threads(count)
+        seen, done = [], threading.Event()
+        poller = threading.Thread(target=lambda: [seen.append(len(os.listdir("/proc/self/task"))) or time.sleep(0.001)
+                                                  for _ in iter(done.is_set, True)])
+        poller.start()
+        try:
+            frames = read_frames(path, 8, seek=False)
+        finally:
+            done.set()
+            poller.join()
+            video.set_decoder_threads(0)
+        return max(seen), np.stack(frames.images)
+
+    (one, pixels), (two, same) = peak_threads(1), peak_threads(2)
+    assert one < two
+    np.testing.assert_array_equal(pixels, same)
 
 
 def concatenated(clips: list[Path], path: Path) -> Path:

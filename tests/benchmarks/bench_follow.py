@@ -1,11 +1,12 @@
 """Following faces against full-frame detection on every frame: coverage, box IoU, video scores, time.
 
-    python -m tests.benchmarks.bench_follow [--settings 8@2x160 32@2x160 ...] [--frames 32]
+    python -m tests.benchmarks.bench_follow [--settings 8@2x160+0 8@2x160+2 ...] [--frames 32]
                                             [--weights weights/lite0.pt] [--ffpp-step 8] [--limit N]
 
 Clips: the shared FF++ clips (every ``--ffpp-step``-th), the two DFDC clips of ``data/`` and the 15 of
-``data-more/dfdc``. Each clip's frames are decoded once; then, per setting ``K@GROWxSIZE``, ``find_faces``
-runs with ``--detect-every K`` and a region search of ``--region-grow GROW --region-size SIZE``; first
+``data-more/dfdc``. Each clip's frames are decoded once; then, per setting ``K@GROWxSIZE+STEPS``,
+``find_faces`` runs with ``--detect-every K``, ``--refine-steps STEPS`` (default: the detector's) and a
+region search of ``--region-grow GROW --region-size SIZE``; first
 with K=1, full-frame detection on every frame (the commands' behaviour before following), the
 reference. Per setting: detection CPU seconds per video (one torch thread, so a loaded machine
 disturbs it less than wall time), full-frame searches per video,
@@ -27,7 +28,7 @@ import torch
 from kernels.ensemble import Ensemble
 from kernels.pipeline import cut_faces
 from kernels.scoring import Settings, label_of
-from preprocessing.detect import FaceDetector
+from preprocessing.detect import DEFAULTS, FaceDetector
 from preprocessing.faces import find_faces
 from preprocessing.geometry import box_iou
 from preprocessing.video import find_videos, read_frames
@@ -70,11 +71,20 @@ def compare(faces, reference, count: int) -> tuple[float, list[float]]:
     return len({f.frame for f in faces}) / count, ious
 
 
+def parse_setting(text: str) -> tuple[int, tuple[float, float, int]]:
+    """``K@GROWxSIZE[+STEPS]`` as ``(K, (GROW, SIZE, STEPS))``."""
+    every, region = text.split("@")
+    region, _, steps = region.partition("+")
+    grow, size = (float(v) for v in region.split("x"))
+    return int(every), (grow, size, int(steps) if steps else DEFAULTS["refine_steps"])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=find_data(), help="the shared data/ folder (data-more/ beside it)")
-    parser.add_argument("--settings", nargs="+", default=["8@2x160", "16@2x160", "32@2x160", "32@1.6x128", "32@2x224"],
-                        help="K@GROWxSIZE: --detect-every K, --region-grow GROW, --region-size SIZE")
+    parser.add_argument("--settings", nargs="+", default=["8@2x160+0", "8@2x160+1", "8@2x160+2", "8@2x160+3", "16@2x160+2"],
+                        help="K@GROWxSIZE[+STEPS]: --detect-every K, --region-grow GROW, --region-size SIZE, "
+                             "--refine-steps STEPS")
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--ffpp-step", type=int, default=8, help="every n-th FF++ clip")
     parser.add_argument("--weights", type=Path, nargs="+", default=[REPO / "weights" / "lite0.pt"])
@@ -85,9 +95,9 @@ def main(argv: list[str] | None = None) -> None:
 
     videos = clips(args.data, args.ffpp_step)[: args.limit or None]
     ensemble = Ensemble.load(args.weights, precision="fp32")
-    settings = [(int(k), tuple(float(v) for v in r.split("x"))) for k, r in (s.split("@") for s in args.settings)]
+    settings = [parse_setting(s) for s in args.settings]
     settings = [(1, settings[0][1])] + settings
-    detectors = {r: FaceDetector(region_grow=r[0], region_size=int(r[1])) for _, r in settings}
+    detectors = {r: FaceDetector(region_grow=r[0], region_size=int(r[1]), refine_steps=r[2]) for _, r in settings}
     results = {s: [] for s in settings}
     for clip in videos:
         frames = read_frames(clip, args.frames)
@@ -104,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(videos)} clips ({args.frames} frames; FF++ every {args.ffpp_step}th, DFDC data + data-more), "
           f"weights {[w.name for w in args.weights]} fp32, 1 torch thread, device {detectors[settings[0][1]].device}; "
           f"CPU seconds of detection + tracking (decode excluded)")
-    print(f"{'every':>5} {'region':>8} {'s/video':>8} {'x faster':>8} {'full/video':>10} {'coverage':>8} "
+    print(f"{'every':>5} {'region':>10} {'s/video':>8} {'x faster':>8} {'full/video':>10} {'coverage':>8} "
           f"{'d cov pt':>8} {'min IoU':>7} {'p1 IoU':>7} {'max d score':>11}")
     base = np.mean([r["seconds"] for r in results[settings[0]]])
     base_cov = np.mean([r["coverage"] for r in results[settings[0]]])
@@ -112,9 +122,9 @@ def main(argv: list[str] | None = None) -> None:
         seconds = np.mean([r["seconds"] for r in rows])
         coverage = np.mean([r["coverage"] for r in rows])
         ious = np.concatenate([r["ious"] for r in rows]) if any(r["ious"] for r in rows) else np.ones(1)
-        name = "-" if every == 1 else f"{region[0]:g}x{region[1]:g}"
+        name = "-" if every == 1 else f"{region[0]:g}x{region[1]:g}+{region[2]}"
         full = np.mean([r["full"] for r in rows])
-        print(f"{every:>5} {name:>8} {seconds:>8.2f} {base / seconds:>8.2f} {full:>10.1f} {coverage:>8.3f} "
+        print(f"{every:>5} {name:>10} {seconds:>8.2f} {base / seconds:>8.2f} {full:>10.1f} {coverage:>8.3f} "
               f"{100 * (coverage - base_cov):>8.1f} {ious.min():>7.3f} {np.percentile(ious, 1):>7.3f} "
               f"{max(r['dlabel'] for r in rows):>11.4f}")
 
