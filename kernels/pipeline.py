@@ -159,10 +159,15 @@ def default_workers() -> int:
 _detector: FaceDetector | None = None
 
 
+#: How far below the scoring process a worker runs (``os.nice``; 10, the ``nice`` command's default).
+WORKER_NICENESS = 10
+
+
 def _init_worker(detector_kwargs: dict, threads: int) -> None:
     global _detector
     torch.set_num_threads(threads)
     set_decoder_threads(threads)
+    os.nice(WORKER_NICENESS)
     _detector = FaceDetector(**detector_kwargs)
 
 
@@ -174,14 +179,17 @@ class Workers:
     """The decode + detect processes (``count`` of them, each with one :class:`FaceDetector`), started
     on creation so they import and build MTCNN while the caller loads its models, and reusable by
     every :func:`iterate_faces` call until :meth:`close`. ``count=0``: one detector in this process.
-    Each process runs torch and the decoder on ``threads`` threads: its share of this process's
-    torch threads when the workers were made (one per CPU by default).
+    Each process runs torch and the decoder on ``threads`` threads (its share of this process's
+    torch threads when the workers were made: one per CPU by default), at :data:`WORKER_NICENESS`
+    below this process: the models that run here keep every core while they have work (a slow
+    model's workers wait ahead of it), and the workers take what the models leave, without the two
+    crowding each other's threads (on 2 CPUs: the kernel benchmark's 8 clips in 15.9 s against
+    17.0 s at equal priority, mean of 3 runs taken in turn).
     """
 
     def __init__(self, detector_kwargs: dict, count: int = 1):
         self.detector_kwargs, self.count = dict(detector_kwargs), count
         self._cpus = torch.get_num_threads()
-        self._jobs: list = []  # submitted, perhaps not finished
         self._detector: FaceDetector | None = None
         self._pool = None
         self.restart()
@@ -205,24 +213,12 @@ class Workers:
         """Torch and decoder threads per process."""
         return max(1, self._cpus // max(1, self.count))
 
-    def share_cpus(self) -> None:
-        """Set this process's torch threads to the CPUs the busy workers leave (at least one): called
-        before the models run here, so that they neither crowd out workers that decode and detect
-        (on 2 CPUs with 2 busy workers, one thread took the kernel benchmark's 8 clips in 15.1 s
-        against 16.6 s with two, mean of 3 runs) nor leave idle the cores of workers that wait."""
-        self._jobs = [job for job in self._jobs if not job.ready()]
-        busy = min(self.count, len(self._jobs))
-        torch.set_num_threads(max(1, self._cpus - busy * self.threads))
-
     def submit(self, filename: str, path: str | Path, frames: int, cutting: Cutting):
-        job = self._pool.apply_async(_work, (filename, str(path), frames, cutting))
-        self._jobs.append(job)
-        return job
+        return self._pool.apply_async(_work, (filename, str(path), frames, cutting))
 
     def restart(self) -> None:
         """Stop every process (whatever it is doing) and start fresh ones."""
         self.close()
-        self._jobs = []
         if self.count > 0:
             self._pool = worker_context([__name__]).Pool(
                 self.count, initializer=_init_worker, initargs=(self.detector_kwargs, self.threads))
@@ -258,11 +254,9 @@ def iterate_faces(
     are restarted. ``workers``: a number of processes started for this call, or running
     :class:`Workers` to reuse (restarted first if their settings differ, and after a deadline that
     left videos in progress). ``workers=0`` runs everything in this process (the deadline and the
-    timeout are then only checked between videos). With processes, each video comes with the
-    caller's torch threads set to those the busy workers leave (:meth:`Workers.share_cpus`); the
-    caller's own count comes back when the iteration ends.
+    timeout are then only checked between videos).
     """
-    own, threads = not isinstance(workers, Workers), torch.get_num_threads()
+    own = not isinstance(workers, Workers)
     pool = Workers(detector_kwargs, workers) if own else workers
     pool.configure(detector_kwargs)
     try:
@@ -287,10 +281,8 @@ def iterate_faces(
                     error = f"detection failed: {type(done.error).__name__}: {done.error}"
                     yield VideoFaces(filename, frames, error=error)
                 else:
-                    pool.share_cpus()
                     yield done.value
     finally:
-        torch.set_num_threads(threads)
         if own:
             pool.close()
 
