@@ -147,8 +147,8 @@ MAX_WORKERS = 4
 def default_workers() -> int:
     """Detection processes beside the models by default: one per usable CPU, at most
     :data:`MAX_WORKERS` (each runs its torch ops on one thread), so decoding and detecting several
-    videos overlap with scoring (on 2 CPUs two took the kernel benchmark's 8 clips in 18.5 s, one in
-    22.7 s, none 20.1 s: docs/benchmarks.md); one with a GPU and a single CPU; none on a single CPU
+    videos overlap with scoring (on 2 CPUs two took the kernel benchmark's 8 clips in 15.3 s, one in
+    17.3 s, none 17.1 s: docs/benchmarks.md); one with a GPU and a single CPU; none on a single CPU
     alone, where a second process only competes for it (``python -m tests.benchmarks.kernel --overlap``)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if cpus >= 2:
@@ -183,7 +183,7 @@ class Workers:
     torch threads when the workers were made: one per CPU by default), at :data:`WORKER_NICENESS`
     below this process: the models that run here keep every core while they have work (a slow
     model's workers wait ahead of it), and the workers take what the models leave, without the two
-    crowding each other's threads (on 2 CPUs: the kernel benchmark's 8 clips in 15.9 s against
+    crowding each other's threads (on 2 CPUs: the kernel benchmark's 8 clips in 16.0 s against
     17.0 s at equal priority, mean of 3 runs taken in turn).
     """
 

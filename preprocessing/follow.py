@@ -56,10 +56,10 @@ def follow_faces(frames: Sequence[np.ndarray], detector: FaceDetector, every: in
     position and the last; elsewhere, each track followed into the previous frame is refined from
     its last box by MTCNN's last stage alone (:meth:`FaceDetector.refine`), and where that does not
     confirm a face, searched for only in :meth:`FaceDetector.search_regions`' square around the
-    box, all tracks of a frame in one batch. A track the region search loses makes that frame a full search too; one that
-    the full search does not find either is still searched for around its last box on the frames
-    that follow (a face missed once, turned away for a moment), without another full search, up
-    to the next key frame.
+    box, all tracks of a frame in one batch. A track the region search loses makes that frame a
+    full search too; one that the full search does not find either is still searched for around
+    its last box on the frames that follow (a face missed once, turned away for a moment), without
+    another full search, up to the next key frame.
     A frame where no face is followed (none found yet, or all gone) is searched in full too, so a
     video whose first frames show no face costs what a full search of every frame costs until one
     appears. Otherwise a face that enters between key frames is found at the next key frame.

@@ -43,9 +43,10 @@ class PrepareConfig:
     """Everything a run depends on; written, resolved, to ``<out>/config.json``.
 
     ``frames``: evenly spaced frames per video; ``margin``: crop margin per side as a fraction of
-    the box; ``thresholds``/``min_score``/``min_size``/``region_grow``/``region_size``/``refine_steps``: the detector's
-    (``min_size`` a fraction of the frame's short side); ``mask``: ``pixel`` or ``ssim``, with ``mask_blur`` (Gaussian sigma,
-    pixels) and ``mask_threshold`` (dissimilarity in [0, 1]; None: the method's default);
+    the box; ``thresholds``/``min_score``/``min_size``/``region_grow``/``region_size``/
+    ``refine_steps``: the detector's (``min_size`` a fraction of the frame's short side); ``mask``:
+    ``pixel`` or ``ssim``, with ``mask_blur`` (Gaussian sigma, pixels) and ``mask_threshold``
+    (dissimilarity in [0, 1]; None: the method's default);
     ``workers``: processes (0: run in this process; with ``engine`` ``ray``, the CPUs of embedded
     Ray); ``engine``: ``local`` or ``ray`` (embedded, or on the cluster at ``address``); ``shard``:
     ``"K/N"``, this run's share of the groups.
