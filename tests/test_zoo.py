@@ -93,6 +93,7 @@ def test_to_batch_resizes_pads_and_normalises(data_dir):
 @pytest.mark.parametrize("name, encoder, size", [
     ("efficientnet_b7", "tf_efficientnet_b7.ns_jft_in1k", 380),
     ("xception", "legacy_xception.tf_in1k", 299),
+    ("lite2/size260", "efficientnet_lite2", 260),
     ("cpu_demo", None, None),
 ])
 def test_shipped_configs_name_timm_weights_and_their_normalisation(name, encoder, size):
