@@ -83,8 +83,13 @@ def test_the_decoder_runs_on_the_threads_it_is_given(data_dir):
     def peak_threads(count: int) -> tuple[int, np.ndarray]:
         video.set_decoder_threads(count)
         seen, done = [], threading.Event()
-        poller = threading.Thread(target=lambda: [seen.append(len(os.listdir("/proc/self/task"))) or time.sleep(0.001)
-                                                  for _ in iter(done.is_set, True)])
+
+        def poll() -> None:  # the threads alive in this process, every millisecond
+            while not done.is_set():
+                seen.append(len(os.listdir("/proc/self/task")))
+                time.sleep(0.001)
+
+        poller = threading.Thread(target=poll)
         poller.start()
         try:
             frames = read_frames(path, 8, seek=False)

@@ -11,9 +11,10 @@ Kernel: ``python -m kernels.predict`` with its defaults. The two commands run ``
 in turn, and the whole seconds are their medians (one run's time varies by about 10% on 2 cores).
 Floor: decoding the sampled frames plus the models' forward pass on the crops, nothing else.
 ``--untrained training/configs/efficientnet_b7.json``: time a training config's model with random
-weights instead of a checkpoint (its scores mean nothing; its cost is the trained model's). Also prints the start-up parts (imports, worker
-spawn, model load, precision probe cold and cached) and, with ``--overlap``, the kernel with 0, 1
-and 2 detection workers on 1 and on 2 cores. Not part of the test run.
+weights instead of a checkpoint (its scores mean nothing; its cost is the trained model's). Also
+prints the start-up parts (imports, worker spawn, model load, precision probe cold and cached) and,
+with ``--overlap``, the kernel with 0, 1 and 2 detection workers on 1 and on 2 cores. Not part of
+the test run.
 """
 from __future__ import annotations
 
